@@ -1,0 +1,189 @@
+// mnistc.h — the whole C API of mnistc's kernels: one declaration and one contract per
+// kernel. This header is the contract; the .c files implement it and the Cython layer
+// (mnistc/_kernels.pyx) checks arguments before calling in. It is not a general BLAS.
+//
+// Conventions, said once for every kernel:
+//  - float32, row-major. An array argument's shape is in the comment beside it; "ld" is
+//    the distance in elements between consecutive rows (ld >= the row length).
+//  - Outputs come first, then inputs, then sizes, then n_threads.
+//  - Backward kernels OVERWRITE their outputs; nothing accumulates unless the contract
+//    says so (the GEMM with beta != 0, mnc_colsum_axpy_f32).
+//  - Kernels do not allocate on their hot path and never call back into Python.
+//  - n_threads <= 0 means "mnc_max_threads()". Work is split over output rows/tiles and
+//    never over a reduction, with block sizes that do not depend on n_threads, so every
+//    result is bit-identical for any thread count. Small problems run on one thread.
+//  - Arguments are assumed valid (checked by the caller); kernels that take labels
+//    return an error code instead of reading out of bounds.
+#ifndef MNISTC_H
+#define MNISTC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------------------------
+// CPU targets and threads (cpu.c)
+
+typedef enum mnc_isa {
+    MNC_ISA_GENERIC = 0,  // portable C the compiler vectorises for the baseline ISA
+    MNC_ISA_AVX2 = 1,     // AVX2 + FMA
+    MNC_ISA_AVX512 = 2,   // AVX-512 F/BW/DQ/VL (with OS support for zmm state)
+} mnc_isa;
+
+// The best target this CPU and OS support (CPUID + XGETBV), independent of overrides.
+mnc_isa mnc_isa_supported(void);
+// The target in use. Chosen once, on first use, as the best supported target capped by
+// the MNISTC_ISA environment variable (generic|avx2|avx512).
+mnc_isa mnc_isa_active(void);
+// Caps the target in use at `isa` (the effective target is min(isa, supported)).
+// Returns the target now in use. Not thread-safe against running kernels.
+mnc_isa mnc_isa_set(mnc_isa isa);
+// "generic", "avx2" or "avx512".
+const char *mnc_isa_name(mnc_isa isa);
+// 1 when built with OpenMP, else 0 (every kernel then runs on one thread).
+int mnc_openmp_enabled(void);
+// The thread count used for n_threads <= 0: omp_get_max_threads() (1 without OpenMP).
+int mnc_max_threads(void);
+
+// ---------------------------------------------------------------------------------
+// SGEMM (gemm.c + gemm_kernel_<isa>.c)
+//
+//   C := epilogue(alpha * op(A) * op(B) + beta * C)
+//
+// op(A) is m×k, op(B) is k×n, C is m×n, all row-major with leading dimensions lda, ldb,
+// ldc. trans_a != 0 means A is stored k×m (op(A) = Aᵀ), likewise trans_b: transposes are
+// handled by how panels are read, never materialised.
+//
+// Rounding, exactly: each C element is accumulated in float32 by fused multiply-adds in
+// increasing k, starting from 0 — acc = fma(a[i,p], b[p,j], acc) for p = 0..k-1. Then
+//   beta == 0:  C = alpha * acc            (C is not read, so it may hold NaN/garbage)
+//   beta != 0:  C = fma(alpha, acc, beta * C)
+// When k > MNC_GEMM_KC the reduction is cut into consecutive blocks of MNC_GEMM_KC
+// (the last may be shorter); each block's chain starts from 0 and is folded in as
+// above, the first block with the caller's beta and the later ones with beta = 1.
+// The same sequence of roundings is used on every thread count and on the AVX2 and
+// AVX-512 targets, so those give identical bits. The generic target without hardware
+// FMA rounds the product separately and may differ in the last bits (documented).
+//
+// The epilogue (NULL for none) is applied to each final element, in this order:
+//   bias:      C[i,j] += bias[j]                               bias: [n]
+//   relu:      C[i,j] = 0 where C[i,j] < 0
+//   relu_mask: C[i,j] = 0 where mask[i*ld_mask + j] <= 0       mask: [m, ld_mask]
+// (relu_mask is ReLU backward: mask is the layer's ReLU output.) Both let NaN through,
+// so a diverging run shows up as a NaN loss instead of being silently clamped.
+#define MNC_GEMM_KC 1024  // the same on every target: part of the rounding contract
+
+typedef struct mnc_epilogue {
+    const float *bias;       // [n] or NULL
+    int relu;                // nonzero: clamp at 0 after the bias
+    const float *relu_mask;  // [m, ld_mask] or NULL
+    int64_t ld_mask;
+} mnc_epilogue;
+
+void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                   float alpha,
+                   const float *a, int64_t lda,   // [m, k] or, with trans_a, [k, m]
+                   const float *b, int64_t ldb,   // [k, n] or, with trans_b, [n, k]
+                   float beta,
+                   float *c, int64_t ldc,         // [m, n]
+                   const mnc_epilogue *epilogue, int n_threads);
+
+// ---------------------------------------------------------------------------------
+// Neural-network kernels (nn.c)
+
+// y = x + bias, then 0 where negative (NaN stays NaN).  y, x: [m, n] (ld = n); bias: [n]
+// y may alias x.
+void mnc_bias_relu_f32(float *y, const float *x, const float *bias,
+                       int64_t m, int64_t n, int n_threads);
+
+// ReLU backward: dx = dy where y > 0, else 0. dx, dy, y: [m, n] (ld = n).
+// dx may alias dy.
+void mnc_relu_backward_f32(float *dx, const float *dy, const float *y,
+                           int64_t m, int64_t n, int n_threads);
+
+// Column sums, fused with an update: out[j] = beta * out[j] + alpha * sum_i x[i, j].
+// Each column is summed in increasing i in float32 (a fixed order). With beta = 0, out
+// is not read. x: [m, n] (ld = n); out: [n]. Used for bias gradients (alpha = 1, beta =
+// 0) and the fused SGD bias update (alpha = -lr, beta = 1).
+void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
+                         float alpha, float beta, int n_threads);
+
+// Sparse softmax cross-entropy, forward and backward in one pass, numerically stable
+// (log-sum-exp around the row maximum; finite for any finite logits).
+//   row_loss[i] = logsumexp(logits[i, :]) - logits[i, labels[i]]              [m]
+//   dlogits[i, j] = grad_scale * (softmax(logits[i, :])[j] - (j == labels[i]))  [m, n]
+// dlogits may be NULL (forward only) and may alias logits. grad_scale is 1/m for the
+// gradient of the mean loss. *mean_loss = (sum of row_loss in increasing i, in double)
+// / m. exp and log are mnistc's own (expf_accurate in nn.c), so results do not depend on
+// the C library. Returns 0, or -1 - i for the first row i whose label is outside
+// [0, n) (then nothing is written).
+int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
+                         const float *logits, const int32_t *labels,
+                         int64_t m, int64_t n, float grad_scale, int n_threads);
+
+// in_top_k with TensorFlow's tie rule: row i is a hit when fewer than k logits are
+// strictly greater than logits[i, labels[i]] and that logit is finite. Ties therefore
+// count as hits (all-equal logits: every row is a hit). correct: [m] (0/1) or NULL.
+// *n_correct = number of hits. Returns 0, or -1 - i for the first bad label.
+int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct,
+                     const float *logits, const int32_t *labels,
+                     int64_t m, int64_t n, int64_t k, int n_threads);
+
+// Gathers a batch from a uint8 data set and scales it: x[b, :] = images[idx[b], :] *
+// scale (float32 multiply, as TensorFlow's astype(float32) * (1/255)), y[b] =
+// labels[idx[b]]. idx == NULL means rows 0..m-1. x: [m, d]; y: [m] or NULL (skipped);
+// images: [*, d]; labels: [*]; idx: [m], each in range (checked by the caller).
+void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images,
+                         const uint8_t *labels, const int32_t *idx,
+                         int64_t m, int64_t d, float scale, int n_threads);
+
+// ---------------------------------------------------------------------------------
+// The multi-layer perceptron (mlp.c): a whole SGD step or an evaluation pass in one
+// call, driving the kernels above. Layer l (0-based) maps sizes[l] -> sizes[l+1] with
+// weights [sizes[l], sizes[l+1]] and biases [sizes[l+1]], ReLU on every layer but the
+// last, whose outputs are the logits.
+
+typedef struct mnc_mlp {
+    int n_layers;                // >= 1
+    const int64_t *sizes;        // [n_layers + 1]: sizes[0] = inputs, sizes[n_layers] = classes
+    float *const *weights;       // [n_layers] pointers, weights[l]: [sizes[l], sizes[l+1]]
+    float *const *biases;        // [n_layers] pointers, biases[l]: [sizes[l+1]]
+} mnc_mlp;
+
+// Scratch for a batch of up to `batch` rows (allocated by the caller, once).
+typedef struct mnc_mlp_buffers {
+    int64_t batch;
+    float *input;                // [batch, sizes[0]]
+    int32_t *labels;             // [batch]
+    float *const *activations;   // [n_layers]: activations[l]: [batch, sizes[l+1]]
+                                 // (post-ReLU for hidden layers, logits for the last)
+    float *const *grads;         // [n_layers]: grads[l]: [batch, sizes[l+1]] = dLoss/dZ_l
+    float *row_loss;             // [batch]
+} mnc_mlp_buffers;
+
+// One step of plain SGD on the batch idx[0..m-1] (m <= buf->batch) of a uint8 data set:
+// gather + scale, forward, mean sparse softmax cross-entropy, backward, and the update
+// W -= lr * dW, b -= lr * db of every layer (each layer's input gradient is taken
+// before its weights change). *loss = the batch's mean loss before the update.
+// Returns 0, or -1 - b for the first batch row whose label is out of range (then the
+// parameters are unchanged).
+int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
+                       const uint8_t *images, const uint8_t *labels,
+                       const int32_t *idx, int64_t m, int64_t image_size,
+                       float scale, float lr, double *loss, int n_threads);
+
+// Forward pass over rows [0, m) of a uint8 data set, in chunks of buf->batch rows,
+// counting in_top_k(k) hits; when logits_out is not NULL the logits ([m, classes]) are
+// written there. Returns 0 or -1 - row for the first label out of range.
+int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf,
+                     const uint8_t *images, const uint8_t *labels, int64_t m,
+                     int64_t image_size, float scale, int64_t k,
+                     int64_t *n_correct, float *logits_out, int n_threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif  // MNISTC_H

@@ -1,0 +1,194 @@
+// nn.c — the element-wise and row-wise kernels of an MLP step: bias+ReLU, ReLU
+// backward, column sums with an update, fused softmax cross-entropy, in_top_k and the
+// uint8 batch gather. Plain C11 that compilers vectorise; no ISA-specific code (these
+// kernels are memory-bound or tiny next to the GEMMs). Contracts are in mnistc.h.
+//
+// exp and log are our own (Cephes-style range reduction and polynomials in float32),
+// so the loss and gradients do not depend on the C library, and the file must not be
+// built with -ffast-math: the max-subtraction and log-sum-exp rely on IEEE semantics.
+#include <math.h>
+#include <string.h>
+
+#include "internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// Elements per thread below which a second thread costs more than it saves.
+enum { MIN_ELEMENTS_PER_THREAD = 1 << 15 };
+
+// exp(x) for x <= 0 (the softmax only needs that range), ~1 ulp. x = n ln2 + r with
+// ln2 split in two (Cody-Waite) so r is exact; exp(r) by Cephes' degree-6 polynomial.
+static float exp_nonpositive(float x) {
+    if (x != x) return x;          // NaN (e.g. inf - inf) propagates
+    if (x < -103.0f) return 0.0f;  // below the smallest subnormal
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    // p * 2^n without overflow in the exponent field: n >= -150 here, so split it.
+    int e = (int)n;
+    if (e < -126) {
+        p *= 0x1p-24f;
+        e += 24;
+    }
+    union { float f; uint32_t u; } scale = { .u = (uint32_t)(e + 127) << 23 };
+    return p * scale.f;
+}
+
+// log(x) for finite x >= 1 (the sum of exps around the row maximum), ~1 ulp.
+// x = 2^e m with m in [sqrt(1/2), sqrt(2)); log(m) by Cephes' polynomial in m - 1.
+static float log_ge1(float x) {
+    if (!(x <= 3.4028235e38f)) return x;  // NaN and +inf propagate
+    union { float f; uint32_t u; } v = { .f = x };
+    int e = (int)((v.u >> 23) & 0xff) - 126;
+    v.u = (v.u & 0x807fffffu) | (126u << 23);  // mantissa m in [0.5, 1)
+    float m = v.f;
+    if (m < 0.707106781186547524f) {
+        e -= 1;
+        m = m + m - 1.0f;
+    } else {
+        m = m - 1.0f;
+    }
+    float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    float fe = (float)e;
+    y += fe * -2.12194440e-4f;
+    y += -0.5f * z;
+    return m + y + fe * 0.693359375f;
+}
+
+void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m,
+                       int64_t n, int n_threads) {
+    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+    for (int64_t i = 0; i < m; i++) {
+        const float *xi = x + i * n;
+        float *yi = y + i * n;
+        for (int64_t j = 0; j < n; j++) {
+            float v = xi[j] + bias[j];
+            yi[j] = v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m,
+                           int64_t n, int n_threads) {
+    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t j = 0; j < n; j++) {
+            int64_t at = i * n + j;
+            dx[at] = y[at] > 0.0f ? dy[at] : 0.0f;
+        }
+    }
+}
+
+// Column blocks are what threads split, so each column's sum runs down i in order on
+// one thread whatever the thread count.
+enum { COLSUM_BLOCK = 64 };
+
+void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha,
+                         float beta, int n_threads) {
+    int64_t n_blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
+    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+    for (int64_t blk = 0; blk < n_blocks; blk++) {
+        int64_t j0 = blk * COLSUM_BLOCK;
+        int64_t width = n - j0 < COLSUM_BLOCK ? n - j0 : COLSUM_BLOCK;
+        float sum[COLSUM_BLOCK];
+        memset(sum, 0, sizeof sum);
+        for (int64_t i = 0; i < m; i++) {
+            const float *xi = x + i * n + j0;
+            for (int64_t j = 0; j < width; j++) sum[j] += xi[j];
+        }
+        for (int64_t j = 0; j < width; j++)
+            out[j0 + j] = beta == 0.0f ? alpha * sum[j] : beta * out[j0 + j] + alpha * sum[j];
+    }
+}
+
+// One row of the fused softmax cross-entropy; returns the row's loss.
+static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t n,
+                              float grad_scale) {
+    float zmax = z[0];
+    for (int64_t j = 1; j < n; j++) zmax = z[j] > zmax ? z[j] : zmax;
+    float sum = 0.0f;
+    for (int64_t j = 0; j < n; j++) sum += exp_nonpositive(z[j] - zmax);
+    float loss = zmax + log_ge1(sum) - z[label];
+    if (dz != NULL) {
+        float inv = grad_scale / sum;
+        // dz may alias z: read each z[j] before writing dz[j].
+        for (int64_t j = 0; j < n; j++) {
+            float p = exp_nonpositive(z[j] - zmax) * inv;
+            dz[j] = j == label ? p - grad_scale : p;
+        }
+    }
+    return loss;
+}
+
+int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
+                         const float *logits, const int32_t *labels, int64_t m, int64_t n,
+                         float grad_scale, int n_threads) {
+    for (int64_t i = 0; i < m; i++)
+        if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
+    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+    for (int64_t i = 0; i < m; i++)
+        row_loss[i] = softmax_xent_row(dlogits ? dlogits + i * n : NULL, logits + i * n,
+                                       labels[i], n, grad_scale);
+    // The mean in one fixed order, whatever the thread count.
+    double total = 0.0;
+    for (int64_t i = 0; i < m; i++) total += row_loss[i];
+    *mean_loss = total / (double)m;
+    return 0;
+}
+
+int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct, const float *logits,
+                     const int32_t *labels, int64_t m, int64_t n, int64_t k, int n_threads) {
+    for (int64_t i = 0; i < m; i++)
+        if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
+    int64_t hits = 0;
+    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1) reduction(+ : hits)
+    for (int64_t i = 0; i < m; i++) {
+        const float *z = logits + i * n;
+        float target = z[labels[i]];
+        int64_t greater = 0;
+        for (int64_t j = 0; j < n; j++) greater += z[j] > target;
+        int hit = isfinite(target) && greater < k;
+        if (correct != NULL) correct[i] = (uint8_t)hit;
+        hits += hit;  // an integer sum: the order cannot change it
+    }
+    *n_correct = hits;
+    return 0;
+}
+
+void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                         const int32_t *idx, int64_t m, int64_t d, float scale,
+                         int n_threads) {
+    int team = mnc_team_size(n_threads, m * d, MIN_ELEMENTS_PER_THREAD);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+    for (int64_t b = 0; b < m; b++) {
+        int64_t row = idx ? idx[b] : b;
+        const uint8_t *src = images + row * d;
+        float *dst = x + b * d;
+        for (int64_t j = 0; j < d; j++) dst[j] = (float)src[j] * scale;
+        if (y != NULL) y[b] = labels[row];
+    }
+}

@@ -1,0 +1,133 @@
+"""The Mechanics 101 network: an MLP over named float32 parameters.
+
+What the tutorial split into `inference`, `loss`, `training` and `evaluation` is here a
+class whose parameters live in ONE float32 block with named views (`hidden1/weights`,
+`hidden1/biases`, ..., `softmax_linear/biases`), so a checkpoint, the C driver and the
+SGD update all see the same memory. The arithmetic is in C (mnistc._kernels); this
+module owns shapes, names, initialisation and state. It does not read files.
+"""
+import math
+
+import numpy as np
+
+from . import _kernels
+
+IMAGE_PIXELS = 784
+NUM_CLASSES = 10
+PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
+
+
+def layer_names(n_hidden):
+    """hidden1 .. hiddenN, then softmax_linear — the tutorial's name scopes."""
+    return [f"hidden{i + 1}" for i in range(n_hidden)] + ["softmax_linear"]
+
+
+def truncated_normal(rng, shape, stddev):
+    """TensorFlow's truncated_normal: N(0, stddev²) with draws beyond 2σ redrawn."""
+    values = rng.standard_normal(shape)
+    while True:
+        outside = np.abs(values) > 2.0
+        count = int(outside.sum())
+        if count == 0:
+            return (values * stddev).astype(np.float32)
+        values[outside] = rng.standard_normal(count)
+
+
+class MLP:
+    """784-hidden...-10 ReLU network trained by plain SGD on C kernels.
+
+    hidden: widths of the hidden layers, e.g. (128, 32) as in the tutorial.
+    batch_size: the largest batch train_step and the evaluation passes use; the C
+    scratch buffers are allocated for it once, here.
+    """
+
+    def __init__(self, hidden=(128, 32), batch_size=100, input_size=IMAGE_PIXELS,
+                 num_classes=NUM_CLASSES):
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden layer widths must be >= 1, got {hidden}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sizes = (int(input_size),) + hidden + (int(num_classes),)
+        self.batch_size = int(batch_size)
+        self.global_step = 0
+        self.names = layer_names(len(hidden))
+        shapes = {}
+        for name, fan_in, fan_out in zip(self.names, self.sizes, self.sizes[1:]):
+            shapes[f"{name}/weights"] = (fan_in, fan_out)
+            shapes[f"{name}/biases"] = (fan_out,)
+        self.shapes = shapes
+        self._block = np.zeros(sum(math.prod(s) for s in shapes.values()), np.float32)
+        self.params = {}
+        offset = 0
+        for name, shape in shapes.items():
+            size = math.prod(shape)
+            self.params[name] = self._block[offset:offset + size].reshape(shape)
+            offset += size
+        self._kernel = _kernels.MLPKernel(
+            [self.params[f"{n}/weights"] for n in self.names],
+            [self.params[f"{n}/biases"] for n in self.names], self.batch_size)
+
+    @property
+    def hidden(self):
+        return self.sizes[1:-1]
+
+    def initialize(self, rng):
+        """The tutorial's init: truncated normal weights with stddev 1/sqrt(fan_in), zero
+        biases, drawn layer by layer from `rng` (a numpy Generator)."""
+        for name, fan_in in zip(self.names, self.sizes):
+            w = self.params[f"{name}/weights"]
+            w[...] = truncated_normal(rng, w.shape, 1.0 / math.sqrt(fan_in))
+            self.params[f"{name}/biases"][...] = 0.0
+        self.global_step = 0
+
+    # -- the tutorial's ops -------------------------------------------------------
+
+    def train_step(self, images, labels, idx, learning_rate, n_threads=None):
+        """One SGD step on rows idx (int32) of a uint8 data set; returns the batch's
+        mean cross-entropy before the update and advances global_step."""
+        loss = self._kernel.train_step(images, labels, idx, learning_rate, PIXEL_SCALE,
+                                       n_threads)
+        self.global_step += 1
+        return loss
+
+    def evaluation(self, images, labels, k=1, n_threads=None):
+        """Number of examples of a whole uint8 data set whose label is in the top k
+        logits (TensorFlow's in_top_k: ties count as correct). Nothing is dropped."""
+        return self._kernel.evaluate(images, labels, k, None, PIXEL_SCALE, n_threads)
+
+    def inference(self, images, n_threads=None):
+        """Logits [N, classes] for uint8 images [N, input_size]."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        logits = np.empty((images.shape[0], self.sizes[-1]), np.float32)
+        self._kernel.evaluate(images, None, 1, logits, PIXEL_SCALE, n_threads)
+        return logits
+
+    def predict(self, images, n_threads=None):
+        """(labels, probabilities) for uint8 images [N, input_size]."""
+        logits = self.inference(images, n_threads).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs.argmax(axis=1), probs
+
+    # -- state ----------------------------------------------------------------------
+
+    def state_dict(self):
+        """Copies of the named parameters."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, tensors):
+        """Copy named parameters in; every name must be present with its exact shape
+        and dtype float32 (ValueError naming the first mismatch otherwise)."""
+        for name, shape in self.shapes.items():
+            if name not in tensors:
+                raise ValueError(f"missing parameter {name!r}")
+            value = tensors[name]
+            if value.shape != shape:
+                raise ValueError(f"parameter {name!r} has shape {value.shape}, "
+                                 f"the model needs {shape}")
+            if value.dtype != np.float32:
+                raise ValueError(f"parameter {name!r} has dtype {value.dtype}, not float32")
+        for name in self.shapes:
+            self.params[name][...] = tensors[name]

@@ -1,0 +1,221 @@
+# tests/test_download.py: maybe_download and read_data_sets' download path against a
+# local HTTP server with two "mirrors" (/m1/, /m2/). Nothing here touches the internet.
+import functools
+import gzip
+import http.server
+import socket
+import threading
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from idx_helpers import MNIST_NAMES, fake_mnist, sha256_table, write_mnist_dir
+from mnistc import data
+from mnistc.errors import DownloadError
+
+TRAIN_IMAGES = MNIST_NAMES["train_images"]
+TIMEOUT = 2.0
+
+
+@pytest.fixture(autouse=True)
+def local_urls_only(monkeypatch):
+    """Fail any attempt to open a URL that is not on 127.0.0.1."""
+    real_urlopen = urllib.request.urlopen
+
+    def urlopen(url, *args, **kwargs):
+        assert urllib.parse.urlsplit(url).hostname == "127.0.0.1", f"test tried to open {url}"
+        return real_urlopen(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+class Mirrors:
+    """A served folder tree: put files under /m1/ and /m2/, read back what was requested."""
+
+    def __init__(self, root, base_url, requests):
+        self.root = root
+        self.requests = requests  # paths, in the order the server saw them
+        self.urls = (f"{base_url}/m1/", f"{base_url}/m2/")
+
+    def put(self, mirror, name, content):
+        folder = self.root / mirror
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_bytes(content)
+
+    def put_all(self, mirror, files):
+        for name, raw in files.items():
+            self.put(mirror, f"{name}.gz", gzip.compress(raw, mtime=0))
+
+
+@pytest.fixture
+def mirrors(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield Mirrors(root, f"http://127.0.0.1:{server.server_address[1]}", requests)
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """Where downloads go (created by maybe_download), apart from the served tree."""
+    return tmp_path / "mnist"
+
+
+@pytest.fixture
+def files():
+    return fake_mnist(n_train=12, n_test=5)
+
+
+def download(directory, urls, files, **overrides):
+    """maybe_download from `urls` with the checksums of `files` and a short timeout."""
+    arguments = {"mirrors": urls, "timeout": TIMEOUT, "checksums": sha256_table(files)}
+    arguments.update(overrides)
+    data.maybe_download(directory, **arguments)
+
+
+def assert_downloaded(directory, files):
+    assert sorted(p.name for p in directory.iterdir()) == sorted(f"{name}.gz" for name in files)
+    for name, raw in files.items():
+        assert gzip.decompress((directory / f"{name}.gz").read_bytes()) == raw
+
+
+def test_good_files_from_first_mirror(tmp_path, mirrors, files):
+    mirrors.put_all("m1", files)
+    mirrors.put_all("m2", files)
+    target = tmp_path / "new" / "mnist"  # created, parents too
+    download(target, mirrors.urls, files)
+    assert_downloaded(target, files)
+    assert sorted(mirrors.requests) == sorted(f"/m1/{name}.gz" for name in files)
+
+
+def test_missing_on_first_mirror_uses_second(data_dir, mirrors, files):
+    mirrors.put_all("m2", files)
+    download(data_dir, mirrors.urls, files)
+    assert_downloaded(data_dir, files)
+    assert f"/m1/{TRAIN_IMAGES}.gz" in mirrors.requests and f"/m2/{TRAIN_IMAGES}.gz" in mirrors.requests
+
+
+@pytest.mark.parametrize(
+    "bad_content",
+    [
+        pytest.param(b"<html><body>Access denied</body></html>", id="html-page"),
+        pytest.param(None, id="truncated-gzip"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+def test_bad_file_on_first_mirror_is_rejected(data_dir, mirrors, files, bad_content):
+    mirrors.put_all("m1", files)
+    mirrors.put_all("m2", files)
+    if bad_content is None:
+        bad_content = gzip.compress(files[TRAIN_IMAGES], mtime=0)[:-100]
+    mirrors.put("m1", f"{TRAIN_IMAGES}.gz", bad_content)
+    download(data_dir, mirrors.urls, files)
+    assert_downloaded(data_dir, files)  # the good copy from m2, and no temp files
+    assert f"/m2/{TRAIN_IMAGES}.gz" in mirrors.requests
+
+
+def test_checksum_mismatch_everywhere(data_dir, mirrors, files):
+    mirrors.put_all("m1", files)
+    mirrors.put_all("m2", files)
+    checksums = sha256_table(files)
+    checksums[TRAIN_IMAGES] = "0" * 64
+    with pytest.raises(DownloadError) as excinfo:
+        download(data_dir, mirrors.urls, files, checksums=checksums)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert f"could not download {TRAIN_IMAGES}.gz" in message
+    assert f"{mirrors.urls[0]}: SHA-256 mismatch; {mirrors.urls[1]}: SHA-256 mismatch" in message
+    assert str(data_dir) in message and "--data-dir" in message
+    assert list(data_dir.iterdir()) == []  # train-images is fetched first; no temp files left
+
+
+def test_every_mirror_failing_differently(data_dir, mirrors, files):
+    mirrors.put("m2", f"{TRAIN_IMAGES}.gz", b"<html>not found</html>")
+    with pytest.raises(DownloadError) as excinfo:
+        download(data_dir, mirrors.urls, files)
+    message = str(excinfo.value)
+    assert f"{mirrors.urls[0]}: HTTP 404; {mirrors.urls[1]}: not a gzip file" in message
+    assert list(data_dir.iterdir()) == []
+
+
+def test_existing_files_are_not_downloaded_again(data_dir, mirrors, files):
+    mirrors.put_all("m1", files)
+    present = [MNIST_NAMES["train_labels"], MNIST_NAMES["test_images"]]
+    write_mnist_dir(data_dir, {name: files[name] for name in present[:1]}, gz=True)  # creates data_dir
+    write_mnist_dir(data_dir, {name: files[name] for name in present[1:]}, gz=False)
+    download(data_dir, mirrors.urls, files)
+    assert sorted(mirrors.requests) == sorted(f"/m1/{name}.gz" for name in files if name not in present)
+    download(data_dir, mirrors.urls, files)
+    assert len(mirrors.requests) == 2
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_connection_refused(data_dir, files):
+    url = f"http://127.0.0.1:{closed_port()}/"
+    with pytest.raises(DownloadError) as excinfo:
+        download(data_dir, (url,), files)
+    message = str(excinfo.value)
+    assert "\n" not in message and f"{TRAIN_IMAGES}.gz ({url}: " in message
+    assert list(data_dir.iterdir()) == []
+
+
+def test_silent_server_times_out(data_dir, files):
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        with pytest.raises(DownloadError, match="timed out"):
+            download(data_dir, (url,), files, timeout=0.3)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_read_data_sets_downloads_into_named_folder(tmp_path, mirrors, files, monkeypatch):
+    mirrors.put_all("m1", files)
+    local_download = functools.partial(
+        data.maybe_download, mirrors=mirrors.urls, timeout=TIMEOUT, checksums=sha256_table(files)
+    )
+    monkeypatch.setattr(data, "maybe_download", local_download)
+    sets = data.read_data_sets(tmp_path / "fresh", validation_size=2, rng=np.random.default_rng(0))
+    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (10, 2, 5)
+    assert_downloaded(tmp_path / "fresh", files)
+
+
+def test_read_data_sets_without_download_makes_no_request(tmp_path, mirrors, files, monkeypatch):
+    mirrors.put_all("m1", files)
+    monkeypatch.setattr(data, "maybe_download", functools.partial(data.maybe_download, mirrors=mirrors.urls))
+    with pytest.raises(data.DataError, match="downloading is off"):
+        data.read_data_sets(tmp_path, download=False)
+    assert mirrors.requests == []
+
+
+def test_implicit_local_folder_is_never_downloaded_into(tmp_path, mirrors, files, monkeypatch):
+    mirrors.put_all("m1", files)
+    monkeypatch.setattr(data, "maybe_download", functools.partial(data.maybe_download, mirrors=mirrors.urls))
+    monkeypatch.delenv("MNISTC_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    with pytest.raises(data.DataError, match="never downloaded into"):
+        data.read_data_sets()
+    assert mirrors.requests == []
