@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _kernels, data
-from .checkpoint import CheckpointManager, save_file  # noqa: F401  (save_file re-exported for tests)
+from .checkpoint import CheckpointManager
 from .errors import CheckpointError, MnistcError, TrainingError
 from .model import MLP
 
@@ -33,15 +33,16 @@ PERMUTATION_TENSOR = "data/train_permutation"
 @dataclass
 class TrainConfig:
     """Everything a run depends on. The first group must match on --resume (it defines
-    the run); max_steps, threads, data_dir and the output switches may change."""
+    the run); the rest may change (a resumed run is bit-identical to an uninterrupted
+    one only when learning_rate is unchanged too)."""
 
     hidden: tuple = (128, 32)
     batch_size: int = 100
-    learning_rate: float = 0.01
     seed: int = 1
     fake_data: bool = False
     validation_size: int = 5000
 
+    learning_rate: float = 0.01
     max_steps: int = 2000
     threads: int = 0  # 0: OMP_NUM_THREADS, else every core
     data_dir: str = None
@@ -49,10 +50,10 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
+    download: bool = True
 
     # Fields that define the run (checked against a checkpoint on resume).
-    RUN_FIELDS = ("hidden", "batch_size", "learning_rate", "seed", "fake_data",
-                  "validation_size")
+    RUN_FIELDS = ("hidden", "batch_size", "seed", "fake_data", "validation_size")
 
     def run_identity(self):
         return {name: (list(getattr(self, name)) if name == "hidden" else getattr(self, name))
@@ -126,6 +127,7 @@ def _metadata(config, model, rng, dataset):
         "global_step": str(model.global_step),
         "sizes": json.dumps(list(model.sizes)),
         "run": json.dumps(config.run_identity()),
+        "learning_rate": repr(config.learning_rate),
         "rng_state": json.dumps(rng.bit_generator.state),
         "data_state": json.dumps(dataset.get_state()),
         "mnistc_version": __version__,
@@ -136,7 +138,8 @@ def _metadata(config, model, rng, dataset):
 def _restore(manager, config, model, rng, dataset):
     """Load the newest good checkpoint into model, rng and dataset; returns its path."""
     def fallback(path, error):
-        print(f"warning: skipping {path}: {error}; falling back to the previous checkpoint",
+        print(f"warning: skipping {path}: {error.reason}; falling back to the previous "
+              "checkpoint",
               file=sys.stderr, flush=True)
 
     found = manager.restore_latest(on_fallback=fallback)
@@ -191,7 +194,8 @@ def run_training(config):
     model = MLP(config.hidden, config.batch_size)
     model.initialize(rng)  # weights first, then the data order, from one generator
     sets = data.read_data_sets(config.data_dir, fake_data=config.fake_data,
-                               validation_size=config.validation_size, rng=rng)
+                               validation_size=config.validation_size, rng=rng,
+                               download=config.download)
     if config.batch_size > sets.train.num_examples:
         raise ValueError(f"--batch-size {config.batch_size} exceeds the "
                          f"{sets.train.num_examples} training examples")
@@ -296,6 +300,8 @@ def build_parser():
                    help="folder with the MNIST IDX files (.gz or raw); default: "
                         "$MNISTC_DATA_DIR, else ./data/mnist, else ~/.cache/mnistc/mnist "
                         "(downloaded)")
+    p.add_argument("--no-download", dest="download", action="store_false",
+                   help="never fetch missing data files")
     p.add_argument("--train-dir", "--train_dir", "--log_dir", default=d.train_dir,
                    help="where checkpoints and summaries go")
     p.add_argument("--seed", type=int, default=d.seed,
@@ -321,7 +327,7 @@ def config_from_args(args):
         seed=args.seed, fake_data=args.fake_data, validation_size=args.validation_size,
         max_steps=args.max_steps, threads=args.threads if args.threads is not None else 0,
         data_dir=args.data_dir, train_dir=args.train_dir, resume=args.resume,
-        overwrite=args.overwrite, quiet=args.quiet)
+        overwrite=args.overwrite, quiet=args.quiet, download=args.download)
 
 
 def main(argv=None):

@@ -1,0 +1,457 @@
+# mnistc/checkpoint.py: the checkpoint layer.
+#
+# It is: a writer and a validating reader for the safetensors file layout,
+# done with NumPy and the standard library alone, plus CheckpointManager,
+# which keeps the newest few checkpoints of a run in one folder and restores
+# the newest readable one. Every write is atomic (temp file, fsync, rename), so
+# a process killed at any instant leaves the previous checkpoints intact.
+#
+# It is not: the trainer. It knows nothing about models, optimisers or RNGs;
+# callers pass arrays and a str->str metadata map. It never pickles, and it
+# never imports the `safetensors` package (only the tests do).
+"""Save and load mnistc checkpoints (the safetensors layout) and manage a folder of them.
+
+File layout (https://github.com/huggingface/safetensors): an 8-byte
+little-endian header length N, N bytes of UTF-8 JSON header, then the data
+section. The header maps each tensor name to
+``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the
+data section, tensors packed without gaps, little-endian, C order) and has a
+``"__metadata__"`` str->str map holding ``format``, ``format_version``,
+``data_sha256`` and whatever the caller adds.
+
+Every problem with a file raises :class:`mnistc.errors.CheckpointError` with a
+one-line message ``"<path>: <reason>"``; the error also carries ``.path`` and
+``.reason``. Argument mistakes raise ValueError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import struct
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from mnistc.errors import CheckpointError
+
+FORMAT_NAME = "mnistc-checkpoint"
+FORMAT_VERSION = 1
+INDEX_NAME = "checkpoint"
+# Our headers are a few KB; the cap only stops a corrupt length field from
+# making us allocate gigabytes before we find out the file is garbage.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+_RESERVED_METADATA = ("format", "format_version", "data_sha256")
+_MAX_NDIM = 32
+
+# safetensors dtype code -> little-endian NumPy dtype. BF16 and the F8 types
+# exist in safetensors but not in NumPy, so we neither write nor read them.
+_DTYPES = {
+    "BOOL": np.dtype("?"),
+    "U8": np.dtype("u1"), "I8": np.dtype("i1"),
+    "U16": np.dtype("<u2"), "I16": np.dtype("<i2"), "F16": np.dtype("<f2"),
+    "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "F32": np.dtype("<f4"),
+    "U64": np.dtype("<u8"), "I64": np.dtype("<i8"), "F64": np.dtype("<f8"),
+}
+_CODE_OF = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
+
+
+def _error(path, reason: str) -> CheckpointError:
+    err = CheckpointError(f"{path}: {reason}")
+    # The trainer prints "skipping <file>: <reason>" without naming the file twice.
+    err.path, err.reason = Path(path), reason
+    return err
+
+
+def _clip(text: str) -> str:
+    # Hostile headers can hold megabytes in one field; messages stay one short line.
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _short(value) -> str:
+    return _clip(repr(value))
+
+
+# ---------------------------------------------------------------- writing
+
+def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None):
+    """Validate the arguments and return the file's content as a list of byte chunks.
+
+    Everything that can be wrong with the arguments is found here, before any
+    file is touched.
+    """
+    if not isinstance(tensors, Mapping):
+        raise ValueError(f"tensors must be a mapping of name -> numpy array, got {type(tensors).__name__}")
+    buffers = {}
+    for name, array in tensors.items():
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise ValueError(f"tensor names must be non-empty strings other than '__metadata__', got {name!r}")
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"tensor {name!r} must be a numpy array, got {type(array).__name__}")
+        if (array.dtype.kind, array.dtype.itemsize) not in _CODE_OF:
+            raise ValueError(f"tensor {name!r} has dtype {array.dtype}, which a checkpoint cannot store")
+        # Little-endian, C order, whatever the caller's byte order and strides.
+        buffers[name] = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    user_metadata = {} if metadata is None else metadata
+    if not isinstance(user_metadata, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in user_metadata.items()
+    ):
+        raise ValueError("metadata must map str to str (store structured values as JSON strings)")
+
+    # Widest items first, so every tensor starts aligned to its item size
+    # (the data section itself starts 8-aligned): readers that map the file
+    # get aligned views. The header keeps the caller's order.
+    order = sorted(buffers, key=lambda name: -buffers[name].dtype.itemsize)
+    digest = hashlib.sha256()
+    entries, offset = {}, 0
+    for name in order:
+        array = tensors[name]
+        raw = buffers[name].reshape(-1).view(np.uint8)
+        digest.update(raw)
+        code = _CODE_OF[(array.dtype.kind, array.dtype.itemsize)]
+        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + raw.size]}
+        offset += raw.size
+    # Ours win: a metadata map read back from an old checkpoint may be passed
+    # in again, and its checksum would be stale.
+    meta = dict(user_metadata)
+    meta.update(format=FORMAT_NAME, format_version=str(FORMAT_VERSION), data_sha256=digest.hexdigest())
+    header = {"__metadata__": meta, **{name: entries[name] for name in tensors}}
+    try:
+        header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"tensor names and metadata must be valid Unicode: {error}") from None
+    # Trailing spaces (allowed by safetensors) make the data section 8-aligned.
+    header_bytes += b" " * (-(8 + len(header_bytes)) % 8)
+    data = [buffers[name].reshape(-1).view(np.uint8) for name in order]
+    return [struct.pack("<Q", len(header_bytes)), header_bytes, *data]
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable. Windows cannot open a directory and a
+    # few file systems refuse fsync on one; there we rely on the OS as is.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _temp_name(final: Path) -> Path:
+    # Dot-prefixed and suffixed so no checkpoint pattern can match a half-written file.
+    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
+
+
+def _atomic_write(path: Path, chunks, before_replace: Callable[[], None] | None = None) -> None:
+    """Write `chunks` to `path` so that `path` is either the old file or the whole new one.
+
+    `before_replace` runs once the new content is durable on disk but not yet
+    visible (the manager prunes old checkpoints there, so the folder never
+    holds more than `keep` complete ones, even if we are killed right then).
+    """
+    temp = _temp_name(path)
+    try:
+        with open(temp, "xb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def save_file(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+    """Write `tensors` and `metadata` to `path` atomically.
+
+    Arrays may have any numeric or bool dtype NumPy and safetensors share
+    (f2/f4/f8, i1..i8, u1..u8, bool), any byte order and any strides; they are
+    stored little-endian in C order. The keys format, format_version and
+    data_sha256 are set by us and override the caller's. Bad arguments raise
+    ValueError before anything is written; I/O failures raise CheckpointError
+    and leave no temp file behind.
+    """
+    chunks = _encode(tensors, metadata)
+    try:
+        _atomic_write(Path(path), chunks)
+    except OSError as error:
+        raise _error(path, f"cannot write checkpoint: {error.strerror or error}") from error
+
+
+# ---------------------------------------------------------------- reading
+
+def _reject_duplicates(pairs):
+    # json keeps the last of duplicate keys; that would hide a tensor entry.
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {_short(key)}")
+        result[key] = value
+    return result
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_entry(path, name, entry, data_len):
+    """Check one tensor entry of the header; return (begin, end, name, dtype, shape)."""
+    what = f"tensor {_short(name)}"
+    if not isinstance(entry, dict):
+        raise _error(path, f"{what}: header entry is not a JSON object")
+    code = entry.get("dtype")
+    if not isinstance(code, str) or code not in _DTYPES:
+        raise _error(path, f"{what}: unknown dtype {_short(code)}")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(map(_is_count, shape)):
+        raise _error(path, f"{what}: bad shape {_short(shape)}")
+    offsets = entry.get("data_offsets")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)) \
+            or offsets[0] > offsets[1]:
+        raise _error(path, f"{what}: bad data_offsets {_short(offsets)}")
+    begin, end = offsets
+    if end > data_len:
+        raise _error(path, f"{what} ends at byte {end} of a {data_len}-byte data section (file truncated?)")
+    nbytes = _DTYPES[code].itemsize * math.prod(shape)
+    if end - begin != nbytes:
+        raise _error(path, f"{what}: {code} {shape} needs {nbytes} bytes but its offsets span {end - begin}")
+    return begin, end, name, _DTYPES[code], tuple(shape)
+
+
+def _read_header(f, path, require_mnistc: bool):
+    """Read and check the header; return (metadata, tensor specs in header order, data length, is_mnistc)."""
+    size = os.fstat(f.fileno()).st_size
+    if size < 8:
+        raise _error(path, f"file is {size} bytes, too short to be a checkpoint")
+    (header_len,) = struct.unpack("<Q", f.read(8))
+    if header_len > MAX_HEADER_BYTES:
+        raise _error(path, f"header length {header_len} is absurd (limit {MAX_HEADER_BYTES}); not a checkpoint")
+    if 8 + header_len > size:
+        raise _error(path, f"header length {header_len} runs past the end of the {size}-byte file (truncated?)")
+    raw = f.read(header_len)
+    if len(raw) != header_len:
+        raise _error(path, "file shrank while being read")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
+    except UnicodeDecodeError:
+        raise _error(path, "header is not UTF-8; not a checkpoint") from None
+    except (ValueError, RecursionError) as error:
+        raise _error(path, f"header is not valid JSON ({_clip(str(error))})") from None
+    if not isinstance(header, dict):
+        raise _error(path, f"header is a JSON {type(header).__name__}, not an object")
+
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _error(path, "__metadata__ is not a map of strings to strings")
+    data_len = size - 8 - header_len
+    specs = [_parse_entry(path, name, entry, data_len) for name, entry in header.items() if name != "__metadata__"]
+    # Tensors must tile the data section exactly, as safetensors itself demands:
+    # an overlap or gap means a damaged header, extra bytes a damaged file.
+    position = 0
+    for begin, end, name, _, _ in sorted(specs, key=lambda spec: spec[:2]):
+        if begin != position:
+            problem = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
+            raise _error(path, f"tensor {_short(name)} {problem} (data_offsets start at {begin}, expected {position})")
+        position = end
+    if position != data_len:
+        raise _error(path, f"data section is {data_len} bytes but the tensors account for {position}")
+
+    is_mnistc = meta.get("format") == FORMAT_NAME
+    if require_mnistc and not is_mnistc:
+        raise _error(path, f'not an mnistc checkpoint (no "format": "{FORMAT_NAME}" in its metadata)')
+    if is_mnistc:
+        version = meta.get("format_version")
+        if version != str(FORMAT_VERSION):
+            raise _error(path, f"unsupported format_version {_short(version)} (this mnistc reads {FORMAT_VERSION})")
+        if not re.fullmatch(r"[0-9a-f]{64}", meta.get("data_sha256", "")):
+            raise _error(path, "metadata lacks a valid data_sha256")
+    return dict(meta), specs, data_len, is_mnistc
+
+
+def _open(path):
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise _error(path, f"cannot read checkpoint: {error.strerror or error}") from None
+
+
+def load_file(path, verify: bool = True, *, require_mnistc: bool = True):
+    """Load a checkpoint; return (tensors, metadata).
+
+    Checks the whole structure, and with `verify` the SHA-256 of the data
+    section. Arrays are owned, writable, native-endian copies, in header
+    order. `require_mnistc=False` also accepts a plain safetensors file (one
+    with no mnistc format keys; it has no checksum to verify). Every fault
+    raises CheckpointError naming the file.
+    """
+    with _open(path) as f:
+        try:
+            meta, specs, data_len, is_mnistc = _read_header(f, path, require_mnistc)
+            # data_len comes from the file size, so this never allocates more
+            # than the file holds, whatever the header claims.
+            data = f.read(data_len)
+        except OSError as error:
+            raise _error(path, f"cannot read checkpoint: {error.strerror or error}") from None
+    if len(data) != data_len:
+        raise _error(path, "file shrank while being read")
+    if verify and is_mnistc and hashlib.sha256(data).hexdigest() != meta["data_sha256"]:
+        raise _error(path, "data checksum mismatch: the file is corrupt")
+    tensors = {}
+    for begin, end, name, dtype, shape in specs:
+        view = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin)
+        try:
+            tensors[name] = view.reshape(shape).astype(dtype.newbyteorder("="))
+        except ValueError as error:  # e.g. shape (0, 2**62): no bytes, but too big for NumPy
+            raise _error(path, f"tensor {_short(name)}: shape {list(shape)} is not usable ({error})") from None
+    return tensors, meta
+
+
+def read_metadata(path, *, require_mnistc: bool = True) -> dict[str, str]:
+    """Return a checkpoint's metadata after checking its header; reads no tensor data, no checksum."""
+    with _open(path) as f:
+        try:
+            return _read_header(f, path, require_mnistc)[0]
+        except OSError as error:
+            raise _error(path, f"cannot read checkpoint: {error.strerror or error}") from None
+
+
+# ---------------------------------------------------------------- the folder
+
+class CheckpointManager:
+    """The checkpoints of one run: ``<directory>/<prefix>-<step>.safetensors``.
+
+    The directory scan is the truth; the index file ``<directory>/checkpoint``
+    (JSON ``{"latest": name, "all": [names, oldest first]}``) is written for
+    people and tools and never read back, so losing or corrupting it loses
+    nothing. "Newest" means highest step. Only names that match the pattern
+    exactly (canonical step numbers, no leading zeros), the index and our own
+    stale temp files are ever deleted.
+    """
+
+    def __init__(self, directory, prefix: str = "checkpoint", keep: int | None = 5):
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\") or prefix.startswith("."):
+            raise ValueError(f"prefix must be a plain file-name stem, got {prefix!r}")
+        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+            raise ValueError(f"keep must be a positive int or None (keep all), got {keep!r}")
+        self.directory = Path(directory)
+        self.prefix = prefix
+        self.keep = keep
+        stem = re.escape(prefix)
+        self._pattern = re.compile(rf"{stem}-(0|[1-9][0-9]*)\.safetensors")
+        # What _temp_name makes for a checkpoint or the index, left by a killed writer.
+        self._temp_pattern = re.compile(
+            rf"\.(?:{stem}-(?:0|[1-9][0-9]*)\.safetensors|{re.escape(INDEX_NAME)})\.tmp-[0-9a-f]+"
+        )
+
+    @property
+    def index_path(self) -> Path:
+        return self.directory / INDEX_NAME
+
+    def path_for(self, step: int) -> Path:
+        if not _is_count(step):
+            raise ValueError(f"step must be a non-negative int, got {step!r}")
+        return self.directory / f"{self.prefix}-{step}.safetensors"
+
+    def _scan(self, pattern) -> list[str]:
+        try:
+            with os.scandir(self.directory) as entries:
+                return [e.name for e in entries if pattern.fullmatch(e.name) and e.is_file()]
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise _error(self.directory, f"cannot list checkpoints: {error.strerror or error}") from None
+
+    def list(self) -> list[tuple[int, Path]]:
+        """Existing checkpoint files as (step, path), step ascending. Temp files never appear."""
+        names = self._scan(self._pattern)
+        return sorted((int(self._pattern.fullmatch(name).group(1)), self.directory / name) for name in names)
+
+    def latest_step(self) -> int | None:
+        found = self.list()
+        return found[-1][0] if found else None
+
+    def has_checkpoints(self) -> bool:
+        return bool(self.list())
+
+    def save(self, step: int, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> Path:
+        """Write the checkpoint for `step`, prune to `keep`, rewrite the index; return its path.
+
+        Afterwards the folder holds this checkpoint and the `keep - 1`
+        highest-step others. Pruning happens after the new file is durable
+        but before it is renamed into place, so at no instant are there more
+        than `keep` complete checkpoints, and a failed write (disk full)
+        deletes nothing. Stale temp files of killed writers are removed; one
+        folder is meant to have one writer at a time.
+        """
+        path = self.path_for(step)
+        chunks = _encode(tensors, metadata)  # argument errors before any I/O
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, chunks, before_replace=lambda: self._prune(step))
+            names = [p.name for _, p in self.list()]
+            index = json.dumps({"latest": names[-1] if names else None, "all": names}, indent=1) + "\n"
+            _atomic_write(self.index_path, [index.encode("utf-8")])
+            self._remove(self._scan(self._temp_pattern))
+        except OSError as error:
+            raise _error(path, f"cannot write checkpoint: {error.strerror or error}") from error
+        return path
+
+    def _prune(self, new_step: int) -> None:
+        if self.keep is None:
+            return
+        others = [p for s, p in self.list() if s != new_step]
+        self._remove(p.name for p in others[: max(0, len(others) - (self.keep - 1))])
+
+    def _remove(self, names) -> None:
+        for name in names:
+            # Oldest first (callers pass ascending order): a crash midway keeps the newest.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.directory / name)
+
+    def restore_latest(self, on_fallback: Callable[[Path, CheckpointError], None] | None = None):
+        """Load the newest readable checkpoint; return (step, tensors, metadata), or None if there are none.
+
+        Checkpoints are tried newest first with full verification. When one
+        fails and an older one remains, `on_fallback(path, error)` is called
+        and the older one is tried. If every file fails, CheckpointError lists them all.
+        """
+        found = self.list()
+        failures = []
+        for i, (step, path) in enumerate(reversed(found)):
+            try:
+                tensors, metadata = load_file(path, verify=True)
+            except CheckpointError as error:
+                failures.append(str(error))
+                if on_fallback is not None and i + 1 < len(found):
+                    on_fallback(path, error)
+                continue
+            return step, tensors, metadata
+        if failures:
+            raise _error(self.directory, "no readable checkpoint: " + "; ".join(failures))
+        return None
+
+    def remove_all(self) -> None:
+        """Delete our checkpoints, the index and our stale temp files; nothing else in the folder."""
+        try:
+            self._remove([INDEX_NAME] if self.index_path.is_file() else [])
+            self._remove(p.name for _, p in self.list())
+            self._remove(self._scan(self._temp_pattern))
+        except OSError as error:
+            raise _error(self.directory, f"cannot remove checkpoints: {error.strerror or error}") from error
