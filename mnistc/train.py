@@ -24,7 +24,6 @@ from .errors import CheckpointError, MnistcError, TrainingError
 from .model import MLP
 
 LOG_EVERY = 100
-CHECKPOINT_EVERY = 1000
 SUMMARIES_FILE = "summaries.jsonl"
 SUMMARY_FILE = "summary.json"
 PERMUTATION_TENSOR = "data/train_permutation"
@@ -44,6 +43,7 @@ class TrainConfig:
 
     learning_rate: float = 0.01
     max_steps: int = 2000
+    checkpoint_every: int = 1000  # checkpoint + evaluation period, in steps
     threads: int = 0  # 0: OMP_NUM_THREADS, else every core
     data_dir: str = None
     train_dir: str = "runs/mnistc"
@@ -51,6 +51,7 @@ class TrainConfig:
     overwrite: bool = False
     quiet: bool = False
     download: bool = True
+    tensorboard: bool = True  # write event files when tensorboardX is installed
 
     # Fields that define the run (checked against a checkpoint on resume).
     RUN_FIELDS = ("hidden", "batch_size", "seed", "fake_data", "validation_size")
@@ -70,6 +71,8 @@ def validate(config):
         raise ValueError(f"--learning-rate must be a positive number, got {config.learning_rate}")
     if not config.hidden or min(config.hidden) < 1:
         raise ValueError(f"hidden layer widths must be >= 1, got {list(config.hidden)}")
+    if config.checkpoint_every < 1:
+        raise ValueError(f"--checkpoint-every must be >= 1, got {config.checkpoint_every}")
     if config.threads < 0:
         raise ValueError(f"--threads must be >= 1, got {config.threads}")
     if config.validation_size < 0:
@@ -79,13 +82,25 @@ def validate(config):
 
 
 class _Output:
-    """Prints the tutorial's lines (unless quiet) and appends the summaries log."""
+    """Prints the tutorial's lines (unless quiet), appends the JSON-lines summaries and,
+    when tensorboardX is installed, writes TensorBoard event files with the same
+    scalars (the tutorial's SummaryWriter)."""
 
-    def __init__(self, train_dir, quiet, first_step):
+    def __init__(self, train_dir, quiet, first_step, tensorboard):
         self.quiet = quiet
         self.path = Path(train_dir) / SUMMARIES_FILE
         self._truncate_after(first_step)
         self.file = open(self.path, "a", encoding="utf-8")
+        self.events = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                pass
+            else:
+                # purge_step hides events a killed run logged past the restored step.
+                self.events = SummaryWriter(str(train_dir),
+                                            purge_step=first_step if first_step else None)
 
     def _truncate_after(self, first_step):
         # A run killed after its last checkpoint logged steps that will now be redone:
@@ -108,9 +123,14 @@ class _Output:
     def scalar(self, step, tag, value):
         self.file.write(json.dumps({"step": step, "tag": tag, "value": value}) + "\n")
         self.file.flush()
+        if self.events is not None:
+            self.events.add_scalar(tag, value, step)
+            self.events.flush()
 
     def close(self):
         self.file.close()
+        if self.events is not None:
+            self.events.close()
 
 
 def _do_eval(model, dataset, n_threads, out, step, tag):
@@ -203,7 +223,7 @@ def run_training(config):
 
     restored = _restore(manager, config, model, rng, sets.train) if config.resume else None
     start = model.global_step
-    out = _Output(train_dir, config.quiet, start)
+    out = _Output(train_dir, config.quiet, start, config.tensorboard)
     if restored is not None:
         out.say(f"Resuming from {restored} (step {start})")
 
@@ -226,7 +246,7 @@ def run_training(config):
             if step % LOG_EVERY == 0:
                 out.say(f"Step {step}: loss = {loss:.2f} ({duration:.3f} sec)")
                 out.scalar(step, "loss", loss)
-            if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == config.max_steps:
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps:
                 tensors = model.state_dict()
                 tensors[PERMUTATION_TENSOR] = sets.train.permutation
                 manager.save(model.global_step, tensors, _metadata(config, model, rng, sets.train))
@@ -302,6 +322,10 @@ def build_parser():
                         "(downloaded)")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never fetch missing data files")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="save a checkpoint and evaluate every this many steps")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                   help="write no TensorBoard event files even if tensorboardX is installed")
     p.add_argument("--train-dir", "--train_dir", "--log_dir", default=d.train_dir,
                    help="where checkpoints and summaries go")
     p.add_argument("--seed", type=int, default=d.seed,
@@ -327,7 +351,8 @@ def config_from_args(args):
         seed=args.seed, fake_data=args.fake_data, validation_size=args.validation_size,
         max_steps=args.max_steps, threads=args.threads if args.threads is not None else 0,
         data_dir=args.data_dir, train_dir=args.train_dir, resume=args.resume,
-        overwrite=args.overwrite, quiet=args.quiet, download=args.download)
+        overwrite=args.overwrite, quiet=args.quiet, download=args.download,
+        checkpoint_every=args.checkpoint_every, tensorboard=args.tensorboard)
 
 
 def main(argv=None):
