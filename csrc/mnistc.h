@@ -112,7 +112,8 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
                          float alpha, float beta, int n_threads);
 
 // Sparse softmax cross-entropy, forward and backward in one pass, numerically stable
-// (log-sum-exp around the row maximum; finite for any finite logits).
+// (log-sum-exp around the row maximum; finite whenever max_j z_j - z_label fits in
+// float32, and +inf beyond, never NaN for finite logits).
 //   row_loss[i] = logsumexp(logits[i, :]) - logits[i, labels[i]]              [m]
 //   dlogits[i, j] = grad_scale * (softmax(logits[i, :])[j] - (j == labels[i]))  [m, n]
 // dlogits may be NULL (forward only) and may alias logits. grad_scale is 1/m for the

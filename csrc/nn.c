@@ -130,7 +130,9 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
     for (int64_t j = 1; j < n; j++) zmax = z[j] > zmax ? z[j] : zmax;
     float sum = 0.0f;
     for (int64_t j = 0; j < n; j++) sum += exp_nonpositive(z[j] - zmax);
-    float loss = zmax + log_ge1(sum) - z[label];
+    // (zmax - z_y) first: with large logits, adding zmax to the small log term first
+    // would round it away.
+    float loss = (zmax - z[label]) + log_ge1(sum);
     if (dz != NULL) {
         float inv = grad_scale / sum;
         // dz may alias z: read each z[j] before writing dz[j].

@@ -1,12 +1,13 @@
 """mnistc: TensorFlow's Mechanics 101 MNIST trainer on from-scratch C kernels.
 
 The package's Python API mirrors the CLI: `mnistc.train(...)` runs `python -m
-mnistc.train` in-process and returns its summary; `mnistc.show_config()` prints how the
-extension was built and which CPU target it uses.
+mnistc.train` in-process and returns its summary; `mnistc.load(train_dir)` returns the
+trained model (`model.predict(images)`); `mnistc.show_config()` prints how the extension
+was built and which CPU target it uses.
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "train", "show_config", "MnistcError", "DataError",
+__all__ = ["__version__", "train", "load", "show_config", "MnistcError", "DataError",
            "DownloadError", "CheckpointError", "TrainingError"]
 
 from .errors import CheckpointError, DataError, DownloadError, MnistcError, TrainingError
@@ -18,13 +19,20 @@ def train(**options):
     Options are TrainConfig's fields (hidden=(128, 32), batch_size=100,
     learning_rate=0.01, max_steps=2000, seed=1, fake_data=False, data_dir=None,
     train_dir="runs/mnistc", threads=0, resume=False, overwrite=False, quiet=True ...).
+    Once the mnistc.train module is imported it takes this name; it is callable with
+    the same meaning.
     """
-    from .train import TrainConfig, run_training
+    from .train import train as _train
 
-    options.setdefault("quiet", True)
-    if "hidden" in options:
-        options["hidden"] = tuple(options["hidden"])
-    return run_training(TrainConfig(**options))
+    return _train(**options)
+
+
+def load(path, step=None, **options):
+    """Rebuild a trained MLP from a train dir or checkpoint file; the model's
+    `predict(images)` then classifies uint8 images [N, 784] (see mnistc.restore.load)."""
+    from .restore import load as _load
+
+    return _load(path, step, **options)
 
 
 def show_config(file=None):

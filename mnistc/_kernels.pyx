@@ -186,8 +186,8 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, float alpha=1.0,
     ep.relu = 1 if relu else 0
     ep.relu_mask = NULL
     ep.ld_mask = n
-    cdef float[::1] bias_v
-    cdef float[:, ::1] mask_v
+    cdef const float[::1] bias_v
+    cdef const float[:, ::1] mask_v
     if bias is not None:
         _array("bias", bias, np.float32, 1)
         if bias.shape[0] != n:
@@ -211,8 +211,8 @@ def sgemm(a, b, c=None, *, trans_a=False, trans_b=False, float alpha=1.0,
         b = np.zeros((1, n), np.float32)
         trans_a = trans_b = False
         k = 1
-    cdef float[:, ::1] av = a
-    cdef float[:, ::1] bv = b
+    cdef const float[:, ::1] av = a
+    cdef const float[:, ::1] bv = b
     cdef float[:, ::1] cv = c
     cdef int ta = 1 if trans_a else 0, tb = 1 if trans_b else 0
     cdef int nt = _threads(n_threads)
@@ -232,8 +232,8 @@ def bias_relu(x, bias, out=None, n_threads=None):
     out = _output("out", out, x.shape)
     if x.size == 0:
         return out
-    cdef float[:, ::1] xv = x
-    cdef float[::1] bv = bias
+    cdef const float[:, ::1] xv = x
+    cdef const float[::1] bv = bias
     cdef float[:, ::1] ov = out
     cdef int nt = _threads(n_threads)
     with nogil:
@@ -250,8 +250,8 @@ def relu_backward(dy, y, out=None, n_threads=None):
     out = _output("out", out, dy.shape)
     if dy.size == 0:
         return out
-    cdef float[:, ::1] dyv = dy
-    cdef float[:, ::1] yv = y
+    cdef const float[:, ::1] dyv = dy
+    cdef const float[:, ::1] yv = y
     cdef float[:, ::1] ov = out
     cdef int nt = _threads(n_threads)
     with nogil:
@@ -270,7 +270,7 @@ def colsum_axpy(x, out=None, float alpha=1.0, float beta=0.0, n_threads=None):
     if x.shape[0] == 0:
         out[...] = out * beta if beta != 0.0 else 0.0
         return out
-    cdef float[:, ::1] xv = x
+    cdef const float[:, ::1] xv = x
     cdef float[::1] ov = out
     cdef int nt = _threads(n_threads)
     with nogil:
@@ -295,8 +295,8 @@ def softmax_xent(logits, labels, dlogits=None, grad_scale=None, *, gradient=True
         dlogits = _output("dlogits", dlogits, (m, n))
     row_loss = np.empty(m, np.float32)
     cdef float scale = (1.0 / m) if grad_scale is None else grad_scale
-    cdef float[:, ::1] lv = logits
-    cdef int32_t[::1] labv = lab
+    cdef const float[:, ::1] lv = logits
+    cdef const int32_t[::1] labv = lab
     cdef float[::1] rv = row_loss
     cdef float[:, ::1] dv
     cdef float *dptr = NULL
@@ -326,8 +326,8 @@ def in_top_k(logits, labels, k=1, n_threads=None):
         return 0, correct.astype(bool)
     if n == 0:
         raise ValueError("logits must have at least one column")
-    cdef float[:, ::1] lv = logits
-    cdef int32_t[::1] labv = lab
+    cdef const float[:, ::1] lv = logits
+    cdef const int32_t[::1] labv = lab
     cdef uint8_t[::1] cv = correct
     cdef int64_t hits = 0, kk = k
     cdef int status
@@ -412,6 +412,9 @@ cdef class MLPKernel:
         for l in range(n_layers):
             _array(f"weights[{l}]", weights[l], np.float32, 2)
             _array(f"biases[{l}]", biases[l], np.float32, 1)
+            for what, arr in ((f"weights[{l}]", weights[l]), (f"biases[{l}]", biases[l])):
+                if not arr.flags.writeable:
+                    raise ValueError(f"{what} must be writeable (train_step updates it in place)")
             if l == 0:
                 sizes[0] = weights[0].shape[0]
             elif weights[l].shape[0] != sizes[l]:

@@ -91,10 +91,12 @@ class MLP:
         self.global_step += 1
         return loss
 
-    def evaluation(self, images, labels, k=1, n_threads=None):
+    def evaluation(self, images, labels, k=1, logits=None, n_threads=None):
         """Number of examples of a whole uint8 data set whose label is in the top k
-        logits (TensorFlow's in_top_k: ties count as correct). Nothing is dropped."""
-        return self._kernel.evaluate(images, labels, k, None, PIXEL_SCALE, n_threads)
+        logits (TensorFlow's in_top_k: ties count as correct). Nothing is dropped.
+        When `logits` ([N, classes] float32) is given, the logits are written there in
+        the same pass."""
+        return self._kernel.evaluate(images, labels, k, logits, PIXEL_SCALE, n_threads)
 
     def inference(self, images, n_threads=None):
         """Logits [N, classes] for uint8 images [N, input_size]."""

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -134,7 +135,7 @@ class _Output:
 
 
 def _do_eval(model, dataset, n_threads, out, step, tag):
-    correct = model.evaluation(dataset.images, dataset.labels, 1, n_threads)
+    correct = model.evaluation(dataset.images, dataset.labels, 1, None, n_threads)
     n = dataset.num_examples
     precision = correct / n if n else 0.0
     out.say(f"  Num examples: {n}  Num correct: {correct}  Precision @ 1: {precision:0.04f}")
@@ -276,6 +277,25 @@ def run_training(config):
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, train_dir / SUMMARY_FILE)
     return summary
+
+
+def train(**options):
+    """The Python API: run_training(TrainConfig(**options)), quiet unless told otherwise."""
+    options.setdefault("quiet", True)
+    if "hidden" in options:
+        options["hidden"] = tuple(options["hidden"])
+    return run_training(TrainConfig(**options))
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes `mnistc.train` name it rather than the package's
+    train() function; calling the module keeps `mnistc.train(...)` working."""
+
+    def __call__(self, **options):
+        return train(**options)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 # ----------------------------------------------------------------------------------

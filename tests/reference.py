@@ -130,7 +130,8 @@ def softmax_xent_tolerance(logits, labels, grad_scale=None):
     So |row error| <= eps32 (|lse| + |z_y| + log s + n + 1); we allow twice that.
     dlogits[i, j] = p_j * g (- g on the label), p_j = exp(d_j) * (g / s): relative error
     eps32 (n + 3) + u |d_j| in p_j, plus one rounding of the label's subtraction; twice
-    that, plus a few subnormal ulps for exps that underflow.
+    that. Where exp or the result is subnormal the relative bound fails: there each is
+    within one subnormal ulp (2^-149), so add 2^-149 (1 + |g|), doubled.
     """
     z = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
@@ -144,7 +145,7 @@ def softmax_xent_tolerance(logits, labels, grad_scale=None):
     _, _, dz = softmax_xent(z, labels, grad_scale)
     p = np.exp(z - zmax - log_s[:, None])
     dz_tol = 2.0 * (abs(g) * p * EPS32 * (n + 3 + np.abs(z - zmax)) + EPS32 * np.abs(dz))
-    dz_tol = dz_tol + 4.0 * abs(g) * float(np.finfo(np.float32).smallest_subnormal)
+    dz_tol = dz_tol + 2.0 * (1.0 + abs(g)) * float(np.finfo(np.float32).smallest_subnormal)
     return row_tol, dz_tol
 
 
@@ -181,3 +182,28 @@ def sgd_train(params, images, labels, batches, lr, scale=1.0 / 255.0):
         losses.append(loss)
         params = [(w - lr * dw, b - lr * db) for (w, b), (dw, db) in zip(params, grads)]
     return params, np.array(losses)
+
+
+def mlp_forward_tolerance(params, x, probabilistic=False):
+    """Elementwise bound on a float32 MLP forward pass's errors (logits), layer by layer:
+    each layer adds its GEMM bound (gemm_tolerance, with the bias) to the previous
+    layer's error carried through |W| (ReLU is 1-Lipschitz).
+
+    probabilistic=True replaces the worst case c k eps32 |H||W| by sqrt(k + 2) eps32 |H||W|
+    (Higham & Mary 2019: rounding errors of a length-k sum grow like sqrt(k) u with high
+    probability): an estimate of the float32 noise, still far above what is observed, for
+    deciding which logits are too close to call."""
+    h = np.asarray(x, np.float64)
+    err = np.zeros_like(h)
+    for i, (w, b) in enumerate(params):
+        w = np.asarray(w, np.float64)
+        b = np.asarray(b, np.float64)
+        if probabilistic:
+            layer = np.sqrt(w.shape[0] + 2) * EPS32 * (np.abs(h) @ np.abs(w) + np.abs(b))
+        else:
+            layer = gemm_tolerance(h, w, bias=b)
+        err = layer + err @ np.abs(w)
+        h = h @ w + b
+        if i + 1 < len(params):
+            h = np.maximum(h, 0.0)
+    return err

@@ -1,0 +1,471 @@
+# tests/test_mlp_kernel.py: the C MLP driver (csrc/mlp.c) through MLPKernel — its SGD
+# step against finite differences and a float64 NumPy trainer, bit-identical training at
+# any thread count and on AVX2 vs AVX-512, evaluation against reference in_top_k, and the
+# argument errors. The single kernels it drives are tested in test_nn_kernels.py and
+# test_gemm.py.
+import functools
+
+import numpy as np
+import pytest
+
+import reference as ref
+from conftest import supported_isas
+from mnistc import _kernels as K
+
+EPS32 = ref.EPS32
+F32 = np.float32
+SCALE = 1.0 / 255.0
+
+
+def rng(*key):
+    return np.random.default_rng(list(key))
+
+
+def init_params(sizes, seed, bias_scale=0.0):
+    """TensorFlow Mechanics 101 style: weights from a normal truncated at 2 sigma with
+    sigma = 1/sqrt(fan_in); biases zero unless bias_scale."""
+    g = rng(1000, seed, *sizes)
+    weights, biases = [], []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = g.standard_normal((fan_in, fan_out))
+        while (np.abs(w) > 2).any():
+            w = np.where(np.abs(w) > 2, g.standard_normal(w.shape), w)
+        weights.append((w / np.sqrt(fan_in)).astype(F32))
+        biases.append((g.standard_normal(fan_out) * bias_scale).astype(F32))
+    return weights, biases
+
+
+def dataset(rows, width, seed, classes=10):
+    g = rng(2000, seed, rows, width)
+    return (g.integers(0, 256, (rows, width), dtype=np.uint8),
+            g.integers(0, classes, rows, dtype=np.uint8))
+
+
+def index_batches(rows, batch, steps, seed):
+    g = rng(3000, seed, rows, batch)
+    return [g.integers(0, rows, batch).astype(np.int32) for _ in range(steps)]
+
+
+def as_float_input(images):
+    """What train_step feeds the net: images.astype(float32) * float32(1/255)."""
+    return images.astype(F32) * F32(SCALE)
+
+
+def max_rel_diff(a, b):
+    """max |a - b| / max |b| over one parameter array."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@functools.lru_cache(maxsize=None)
+def train_c(sizes, batch, steps, isa, n_threads, lr=0.1, seed=0):
+    """(weights, biases, losses) after `steps` C SGD steps; cached, treat as read-only."""
+    images, labels = dataset(2000, sizes[0], seed, sizes[-1])
+    weights, biases = init_params(sizes, seed)
+    previous = K.isa_active()
+    K.set_isa(isa)
+    try:
+        net = K.MLPKernel(weights, biases, batch)
+        losses = [net.train_step(images, labels, idx, lr, n_threads=n_threads)
+                  for idx in index_batches(2000, batch, steps, seed)]
+    finally:
+        K.set_isa(previous)
+    return tuple(weights), tuple(biases), np.array(losses)
+
+
+def assert_same_training(a, b, what):
+    (wa, ba, la), (wb, bb, lb) = a, b
+    assert la.tobytes() == lb.tobytes(), f"{what}: losses differ"
+    for i, (x, y) in enumerate(zip(wa + ba, wb + bb)):
+        assert x.tobytes() == y.tobytes(), \
+            f"{what}: parameter {i} differs, max rel {max_rel_diff(x, y):.3g}"
+
+
+# ------------------------------------------------------------------ gradient check
+
+
+def relu_pattern(params, x):
+    """The sign pattern of every hidden pre-activation, and the smallest |pre-activation|."""
+    h = np.asarray(x, np.float64)
+    pattern, margin = [], np.inf
+    for w, b in params[:-1]:
+        z = h @ w + b
+        pattern.append(z > 0)
+        margin = min(margin, np.abs(z).min())
+        h = np.maximum(z, 0.0)
+    return pattern, margin
+
+
+def finite_difference_gradients(params, x, labels, h):
+    """4th-order central differences of reference.mlp_loss in float64, for every
+    parameter; also reports whether any perturbation flipped a ReLU (then the check would
+    straddle a kink and be meaningless)."""
+    base_pattern, _ = relu_pattern(params, x)
+    flipped = False
+    grads = []
+    for l in range(len(params)):
+        pair = []
+        for which in (0, 1):
+            target = params[l][which]
+            g = np.zeros_like(target)
+            for at in np.ndindex(target.shape):
+                values = []
+                for step in (2 * h, h, -h, -2 * h):
+                    moved = [[w.copy(), b.copy()] for w, b in params]
+                    moved[l][which][at] += step
+                    pattern, _ = relu_pattern(moved, x)
+                    flipped |= any((p != q).any() for p, q in zip(pattern, base_pattern))
+                    values.append(ref.mlp_loss(moved, x, labels))
+                f2, f1, fm1, fm2 = values
+                g[at] = (-f2 + 8 * f1 - 8 * fm1 + fm2) / (12 * h)
+            pair.append(g)
+        grads.append(tuple(pair))
+    return grads, flipped
+
+
+@pytest.fixture(scope="module")
+def tiny_problem():
+    """A 6-5-4-3 net with random weights and biases, batch 7 drawn (with repeats) from 12
+    uint8 images, redrawn until no hidden pre-activation is within 1e-3 of the ReLU kink
+    and no finite-difference step of h = 1e-3 changes which units are active."""
+    sizes, h = (6, 5, 4, 3), 1e-3
+    for seed in range(100):
+        g = rng(4000, seed)
+        weights = [g.standard_normal((a, b)).astype(F32) for a, b in zip(sizes, sizes[1:])]
+        biases = [(0.5 * g.standard_normal(b)).astype(F32) for b in sizes[1:]]
+        images = g.integers(0, 256, (12, 6), dtype=np.uint8)
+        labels = g.integers(0, 3, 12, dtype=np.uint8)
+        idx = g.integers(0, 12, 7).astype(np.int32)
+        x = as_float_input(images[idx]).astype(np.float64)
+        params = [(w.astype(np.float64), b.astype(np.float64))
+                  for w, b in zip(weights, biases)]
+        _, margin = relu_pattern(params, x)
+        if margin <= 1e-3:
+            continue
+        fd, flipped = finite_difference_gradients(params, x, labels[idx], h)
+        if not flipped:
+            return dict(weights=weights, biases=biases, images=images, labels=labels,
+                        idx=idx, x=x, params=params, fd=fd)
+    raise AssertionError("no tiny net away from the ReLU kinks in 100 draws")
+
+
+def test_reference_backprop_matches_finite_differences(tiny_problem):
+    """The float64 backprop the reference trainer uses is itself right (to ~1e-9: FD
+    truncation O(h^4) and cancellation eps64 |L| / h)."""
+    p = tiny_problem
+    _, grads = ref.mlp_gradients(p["params"], p["x"], p["labels"][p["idx"]])
+    for l, (g, fd) in enumerate(zip(grads, p["fd"])):
+        for which in (0, 1):
+            ref.assert_close(g[which], fd[which], 1e-9 + 1e-7 * np.abs(fd[which]),
+                             f"reference backprop layer {l} {'wb'[which]}")
+
+
+@pytest.mark.parametrize("capacity", [7, 9])
+def test_train_step_gradient_check(isa, n_threads, tiny_problem, capacity):
+    """With lr = 1 a step moves every parameter by exactly -dL/dtheta (as computed in
+    float32). Compared with float64 finite differences, elementwise:
+      |dtheta + g_fd| <= 1e-3 |g_fd| + 2 eps32 (|theta| + |g_fd|).
+    1e-3 relative is the sklearn-style check (float32 forward/backward errors are ~1e-6
+    here); the second term is the float32 rounding of theta - g itself, which dominates
+    where |g| << |theta| and is exactly 0 == 0 for units dead on the whole batch.
+    capacity 9 > batch 7 checks a partial batch."""
+    p = tiny_problem
+    weights = [w.copy() for w in p["weights"]]
+    biases = [b.copy() for b in p["biases"]]
+    net = K.MLPKernel(weights, biases, capacity)
+    loss = net.train_step(p["images"], p["labels"], p["idx"], 1.0, SCALE,
+                          n_threads=n_threads)
+    want_loss = ref.mlp_loss(p["params"], p["x"], p["labels"][p["idx"]])
+    row_tol, _ = ref.softmax_xent_tolerance(ref.mlp_forward(p["params"], p["x"]),
+                                            p["labels"][p["idx"]])
+    assert abs(loss - want_loss) <= row_tol.mean() + 1e-5 * want_loss
+    for l in range(3):
+        for which, (new, old) in enumerate([(weights[l], p["weights"][l]),
+                                            (biases[l], p["biases"][l])]):
+            step = new.astype(np.float64) - old
+            g = p["fd"][l][which]
+            bound = 1e-3 * np.abs(g) + 2 * EPS32 * (np.abs(old) + np.abs(g))
+            ref.assert_close(-step, g, bound, f"layer {l} {'wb'[which]} on {isa}")
+
+
+def test_train_step_scratch_is_consistent(tiny_problem):
+    """The exposed scratch after a step: logits = a forward pass of the old parameters,
+    and the last layer's dZ = softmax_xent's dlogits of those logits (same kernel)."""
+    p = tiny_problem
+    weights = [w.copy() for w in p["weights"]]
+    biases = [b.copy() for b in p["biases"]]
+    net = K.MLPKernel(weights, biases, 7)
+    net.train_step(p["images"], p["labels"], p["idx"], 0.5)
+    logits = net.activations[-1]
+    _, _, dz = K.softmax_xent(logits, p["labels"][p["idx"]].astype(np.int32))
+    np.testing.assert_array_equal(net.gradients[-1], dz)
+    want = ref.mlp_forward(p["params"], p["x"])
+    tol = 1e-5 * (1 + np.abs(want))  # 6-5-4-3: a few dozen float32 roundings at most
+    ref.assert_close(logits, want, tol, "logits in scratch")
+
+
+# --------------------------------------------------- a float64 reference trainer
+
+REF_SIZES, REF_BATCH, REF_STEPS, REF_LR = (784, 32, 16, 10), 50, 20, 0.1
+
+
+@pytest.fixture(scope="module")
+def reference_run():
+    images, labels = dataset(2000, REF_SIZES[0], 0, REF_SIZES[-1])
+    weights, biases = init_params(REF_SIZES, 0)
+    batches = index_batches(2000, REF_BATCH, REF_STEPS, 0)
+    params, losses = ref.sgd_train(list(zip(weights, biases)), images, labels, batches,
+                                   REF_LR)
+    return weights, biases, params, losses
+
+
+def test_matches_float64_reference_trainer(isa, reference_run):
+    """20 SGD steps (lr 0.1, batch 50) of 784-32-16-10 on random uint8 data: the C
+    trainer's parameters stay within 1e-4 of the float64 trainer's, relative to each
+    array's largest entry, and each step's loss within 1e-5 relative. float32 rounding
+    (forward/backward sums of up to 784 terms, ~1e-6 relative each) accumulates over
+    the steps; we observe <= 4e-7 (parameters) and 2e-8 (losses) on every target, so
+    1e-4 is generous yet still catches any wrong term (a missing 1/m, a transposed
+    gradient or a stale weight moves parameters by ~1e-2 relative)."""
+    w0, b0, want, want_losses = reference_run
+    weights, biases, losses = train_c(REF_SIZES, REF_BATCH, REF_STEPS, isa, 2, REF_LR)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5, atol=0)
+    assert losses[-1] < losses[0]  # it does learn the (random) labels a little
+    for l, (w, b) in enumerate(want):
+        for which, (got, expect, start) in enumerate([(weights[l], w, w0[l]),
+                                                      (biases[l], b, b0[l])]):
+            err = max_rel_diff(got, expect)
+            assert err <= 1e-4, f"layer {l} {'wb'[which]} on {isa}: max rel err {err:.3g}"
+            # And it moved: the comparison is not of two copies of the initial state.
+            assert np.abs(expect - start).max() > 100 * np.abs(got - expect).max()
+
+
+# --------------------------------------------------- bit-identical training
+
+NARROW = ((784, 128, 32, 10), 100, 20)   # Mechanics 101's net and batch
+WIDE = ((784, 512, 256, 10), 256, 5)     # threaded GEMMs; 5 steps keep it quick
+
+
+@pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
+def test_training_bit_identical_across_threads(isa, n_threads, config):
+    sizes, batch, steps = config
+    assert_same_training(train_c(sizes, batch, steps, isa, n_threads),
+                         train_c(sizes, batch, steps, isa, 1),
+                         f"{isa} at {n_threads} threads vs 1")
+
+
+@pytest.mark.skipif("avx512" not in supported_isas(), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
+def test_avx2_and_avx512_train_identically(config):
+    """The GEMM contract promises the same FMA sequence on both targets."""
+    sizes, batch, steps = config
+    assert_same_training(train_c(sizes, batch, steps, "avx2", 2),
+                         train_c(sizes, batch, steps, "avx512", 2), "avx2 vs avx512")
+
+
+@pytest.mark.skipif(len(supported_isas()) < 2, reason="only the generic target here")
+def test_generic_vs_fma_training():
+    """Generic may round products separately (no FMA): not bit-identical, but close.
+    Measured and printed over 100 steps of the Mechanics 101 net (lr 0.01, batch 100):
+    each step's roundings differ by ~eps32 relative and SGD carries them along, so after
+    100 steps we allow 1e-5 of each array's scale (100 steps x ~1e-7); observed ~2e-7.
+    A real discrepancy (a wrong or missing term) would be orders of magnitude larger."""
+    best = supported_isas()[-1]
+    sizes, batch, steps = NARROW[0], NARROW[1], 100
+    wg, bg, lg = train_c(sizes, batch, steps, "generic", 2, 0.01)
+    wf, bf, lf = train_c(sizes, batch, steps, best, 2, 0.01)
+    diffs = [max_rel_diff(a, b) for a, b in zip(wg + bg, wf + bf)]
+    loss_diff = float(np.abs(lg - lf).max() / np.abs(lf).max())
+    print(f"\ngeneric vs {best} after {steps} steps: max rel param diff per array "
+          f"{['%.3g' % d for d in diffs]}, max rel loss diff {loss_diff:.3g}")
+    assert max(diffs) <= 1e-5 and loss_diff <= 1e-5
+
+
+# ------------------------------------------------------------------------- evaluate
+
+
+def undecidable_rows(logits, noise, labels, k):
+    """Rows whose in_top_k(k) could flip if each logit moved by its noise: the number of
+    competitors surely greater is < k but the number possibly greater is >= k."""
+    rows = np.arange(len(labels))
+    gap = logits - logits[rows, labels][:, None]
+    margin = noise + noise[rows, labels][:, None]
+    others = np.ones(logits.shape, bool)
+    others[rows, labels] = False
+    surely = ((gap > margin) & others).sum(axis=1)
+    possibly = ((gap >= -margin) & others).sum(axis=1)
+    return (surely < k) & (possibly >= k)
+
+
+@pytest.fixture(scope="module")
+def eval_problem():
+    """A random 784-128-32-10 net with biases and 250 rows (2.5 batches of 100), drawn
+    until no row's in_top_k (k = 1, 3) is within float32 noise of flipping (noise from
+    reference.mlp_forward_tolerance(probabilistic=True))."""
+    sizes = (784, 128, 32, 10)
+    for seed in range(50):
+        weights, biases = init_params(sizes, 50 + seed, bias_scale=0.1)
+        images, labels = dataset(250, 784, 50 + seed)
+        params = list(zip(weights, biases))
+        x = as_float_input(images)
+        logits = ref.mlp_forward(params, x)
+        noise = ref.mlp_forward_tolerance(params, x, probabilistic=True)
+        if not any(undecidable_rows(logits, noise, labels, k).any() for k in (1, 3)):
+            return dict(weights=weights, biases=biases, images=images, labels=labels,
+                        logits=logits, err=ref.mlp_forward_tolerance(params, x))
+    raise AssertionError("every draw had a near-tie")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_evaluate_counts_match_reference(isa, n_threads, eval_problem, k):
+    p = eval_problem
+    live = [w.copy() for w in p["weights"]], [b.copy() for b in p["biases"]]
+    net = K.MLPKernel(*live, 100)
+    logits = np.full((250, 10), np.nan, F32)
+    got = net.evaluate(p["images"], p["labels"], k=k, logits=logits, n_threads=n_threads)
+    want = ref.in_top_k(p["logits"], p["labels"], k)
+    assert got == want.sum()
+    assert 0 < got < 250 or k > 1  # not a degenerate all-or-nothing check
+    ref.assert_close(logits, p["logits"], p["err"], "evaluate logits vs float64")
+    # Evaluation leaves the live parameters alone.
+    assert snapshot(*live) == snapshot(p["weights"], p["biases"])
+
+
+def test_evaluate_logits_equal_explicit_forward(isa, eval_problem):
+    """All 250 rows counted (2 full batches + 50), and the logits are bit-identical to a
+    forward pass built from the single kernels (the GEMM's rounding does not depend on
+    how many rows it is given)."""
+    p = eval_problem
+    net = K.MLPKernel(list(p["weights"]), list(p["biases"]), 100)
+    logits = np.empty((250, 10), F32)
+    assert net.evaluate(p["images"], None, logits=logits) == 0  # labels=None: no count
+    x, _ = K.gather_scale(p["images"], p["labels"], np.arange(250, dtype=np.int32))
+    h = x
+    for l, (w, b) in enumerate(zip(p["weights"], p["biases"])):
+        h = K.sgemm(h, w, bias=b, relu=l < 2)
+    np.testing.assert_array_equal(logits, h)
+    np.testing.assert_array_equal(net.activations[-1][:50], logits[200:])  # last chunk
+    # Counting every row, none dropped: the per-row hits add up.
+    correct = ref.in_top_k(p["logits"], p["labels"], 1)
+    assert net.evaluate(p["images"], p["labels"]) == correct.sum()
+    assert net.evaluate(p["images"][:200], p["labels"][:200]) == correct[:200].sum()
+    assert net.evaluate(p["images"][200:], p["labels"][200:]) == correct[200:].sum()
+    assert net.evaluate(p["images"][:1], p["labels"][:1]) == correct[:1].sum()
+    assert net.evaluate(p["images"][:0], p["labels"][:0]) == 0
+
+
+def test_evaluate_errors(eval_problem):
+    p = eval_problem
+    net = K.MLPKernel(list(p["weights"]), list(p["biases"]), 100)
+    bad = p["labels"].copy()
+    bad[150] = 10
+    with pytest.raises(ValueError, match=r"labels\[150\] = 10 is outside \[0, 10\)"):
+        net.evaluate(p["images"], bad)
+    with pytest.raises(ValueError, match="columns"):
+        net.evaluate(np.zeros((5, 783), np.uint8))
+    with pytest.raises(ValueError, match="k must be"):
+        net.evaluate(p["images"], p["labels"], k=0)
+    with pytest.raises(ValueError, match="logits"):
+        net.evaluate(p["images"], p["labels"], logits=np.empty((249, 10), F32))
+    with pytest.raises(TypeError, match="images"):
+        net.evaluate(p["images"].astype(F32))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.fixture
+def small_net():
+    weights, biases = init_params((20, 8, 10), 7, bias_scale=0.1)
+    images, labels = dataset(30, 20, 7)
+    return K.MLPKernel(weights, biases, 5), weights, biases, images, labels
+
+
+def snapshot(weights, biases):
+    return [a.tobytes() for a in weights + biases]
+
+
+def test_train_step_bad_label_leaves_parameters(small_net):
+    net, weights, biases, images, labels = small_net
+    before = snapshot(weights, biases)
+    labels = labels.copy()
+    labels[17] = 10
+    with pytest.raises(ValueError, match=r"labels\[17\] = 10 is outside \[0, 10\)"):
+        net.train_step(images, labels, np.array([3, 17, 4], np.int32), 0.1)
+    assert snapshot(weights, biases) == before
+    labels[17] = 255
+    with pytest.raises(ValueError, match=r"labels\[17\] = 255"):
+        net.train_step(images, labels, np.array([17], np.int32), 0.1)
+    assert snapshot(weights, biases) == before
+    net.train_step(images, labels, np.array([3, 4], np.int32), 0.1)  # still usable
+    assert snapshot(weights, biases) != before
+
+
+@pytest.mark.parametrize("idx, message", [
+    (np.array([0, 30], np.int32), r"idx\[1\] = 30 is outside \[0, 30\)"),
+    (np.array([-1], np.int32), r"idx\[0\] = -1 is outside"),
+    (np.arange(6, dtype=np.int32), r"idx must hold 1..5 indices, got 6"),
+    (np.zeros(0, np.int32), r"idx must hold 1..5 indices, got 0"),
+    (np.zeros((2, 1), np.int32), r"idx must be 1-D"),
+])
+def test_train_step_bad_indices(small_net, idx, message):
+    net, weights, biases, images, labels = small_net
+    before = snapshot(weights, biases)
+    with pytest.raises(ValueError, match=message):
+        net.train_step(images, labels, idx, 0.1)
+    assert snapshot(weights, biases) == before
+
+
+def test_train_step_bad_arrays(small_net):
+    net, weights, biases, images, labels = small_net
+    idx = np.array([1, 2], np.int32)
+    with pytest.raises(ValueError, match="images have 21 columns, the model expects 20"):
+        net.train_step(np.zeros((30, 21), np.uint8), labels, idx, 0.1)
+    with pytest.raises(TypeError, match="idx"):
+        net.train_step(images, labels, idx.astype(np.int64), 0.1)
+    with pytest.raises(TypeError, match="images"):
+        net.train_step(images.astype(F32), labels, idx, 0.1)
+    with pytest.raises(TypeError, match="labels"):
+        net.train_step(images, labels.astype(np.int32), idx, 0.1)
+    with pytest.raises(ValueError, match="labels"):
+        net.train_step(images, labels[:29], idx, 0.1)
+
+
+def test_mlpkernel_constructor_checks():
+    w, b = init_params((6, 5, 3), 9)
+    with pytest.raises(ValueError, match=r"weights\[1\] has 4 rows, expected 5"):
+        K.MLPKernel([w[0], np.zeros((4, 3), F32)], b, 4)
+    with pytest.raises(ValueError, match=r"biases\[0\]"):
+        K.MLPKernel(w, [np.zeros(4, F32), b[1]], 4)
+    with pytest.raises(TypeError, match=r"weights\[0\]"):
+        K.MLPKernel([w[0].astype(np.float64), w[1]], b, 4)
+    with pytest.raises(ValueError, match=r"weights\[0\]"):
+        K.MLPKernel([np.asfortranarray(w[0]), w[1]], b, 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        K.MLPKernel(w, b, 0)
+    with pytest.raises(ValueError, match="one bias per weight"):
+        K.MLPKernel(w, b[:1], 4)
+
+
+def test_readonly_data_accepted(small_net):
+    """Data sets are often read-only (mnistc.data freezes its arrays, np.load with
+    mmap_mode='r'): train_step and evaluate only read them."""
+    net, weights, biases, images, labels = small_net
+    frozen = [a.copy() for a in (images, labels)]
+    for a in frozen:
+        a.flags.writeable = False
+    idx = np.array([1, 2, 3], np.int32)
+    idx.flags.writeable = False
+    twin = K.MLPKernel([w.copy() for w in weights], [b.copy() for b in biases], 5)
+    loss = twin.train_step(images, labels, idx.copy(), 0.1)
+    assert net.train_step(*frozen, idx, 0.1) == loss
+    assert net.evaluate(*frozen, k=2) == twin.evaluate(images, labels, k=2)
+
+
+def test_mlpkernel_readonly_parameters_named():
+    """train_step updates the parameters in place, so read-only ones are refused — with a
+    ValueError that names the array, like every other argument check."""
+    w, b = init_params((6, 5, 3), 9)
+    w[1].flags.writeable = False
+    with pytest.raises(ValueError, match=r"weights\[1\]"):
+        K.MLPKernel(w, b, 4)
