@@ -4,6 +4,9 @@ microkernels carry their own target attributes and are chosen at run time.
 
 Environment switches (all optional):
   MNISTC_FAIL_NO_OPENMP=1  make a missing OpenMP a build error instead of a warning
+  MNISTC_NO_OPENMP=1       build single-threaded on purpose, without probing (the macOS
+                           wheels: a vendored libomp breaks the deployment target and
+                           clashes with other packages' copies; see pyproject.toml)
   MNISTC_SANITIZE=1        build with -fsanitize=address,undefined (tests/CI only)
 """
 import os
@@ -65,8 +68,14 @@ class BuildExt(build_ext):
                    "-fno-sanitize-recover=all"]
             cflags += san + ["-O1", "-g"]
             ldflags += san
-        omp = openmp_flags(self.compiler)
-        if omp is None:
+        no_openmp = os.environ.get("MNISTC_NO_OPENMP") == "1"
+        if no_openmp and os.environ.get("MNISTC_FAIL_NO_OPENMP") == "1":
+            sys.exit("error: mnistc: MNISTC_NO_OPENMP=1 and MNISTC_FAIL_NO_OPENMP=1 contradict")
+        omp = None if no_openmp else openmp_flags(self.compiler)
+        if no_openmp:
+            print("mnistc: MNISTC_NO_OPENMP=1: building a single-threaded extension",
+                  file=sys.stderr)
+        elif omp is None:
             msg = ("mnistc: OpenMP not found; building a single-threaded extension "
                    "(every kernel will run on one thread)")
             if os.environ.get("MNISTC_FAIL_NO_OPENMP") == "1":
@@ -107,7 +116,11 @@ class BuildExt(build_ext):
 
 
 sources = ["mnistc/_kernels.pyx"] + sorted(str(p) for p in Path("csrc").glob("*.c"))
-extension = Extension("mnistc._kernels", sources=sources, include_dirs=["csrc"])
+# The headers are dependencies: without them an in-tree `pip install .` or `build_ext`
+# after a header-only edit finds the old .so "up to date" and ships it.
+headers = sorted(str(p) for p in Path("csrc").glob("*.h"))
+extension = Extension("mnistc._kernels", sources=sources, depends=headers,
+                      include_dirs=["csrc"])
 
 setup(
     ext_modules=cythonize([extension], language_level=3),
