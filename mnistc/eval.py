@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _kernels, data
-from .errors import CheckpointError, MnistcError
+from . import _cli, _kernels, data
+from .errors import CheckpointError
 from .restore import load
-from .train import TrainConfig, _Parser
+from .train import TrainConfig
 
 SPLITS = ("train", "validation", "test")
 
@@ -138,9 +138,9 @@ def load_from_args(args):
 
 
 def build_parser():
-    p = _Parser(prog="mnistc.eval", description=__doc__.split("\n\n")[0],
-                epilog=__doc__.split("\n\n", 1)[1],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.Parser(prog="mnistc.eval", description=__doc__.split("\n\n")[0],
+                    epilog=__doc__.split("\n\n", 1)[1],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_flags(p)
     p.add_argument("--split", choices=SPLITS, default="test",
                    help="which split to evaluate (default: test)")
@@ -151,8 +151,7 @@ def build_parser():
     p.add_argument("--validation-size", "--validation_size", type=int, default=None,
                    help="training examples held out for validation (default: the "
                         "checkpoint's run setting, so the split is formed as in training)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for the kernels (default: $OMP_NUM_THREADS, else all cores)")
+    _cli.add_threads_option(p)
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never fetch missing data files")
     p.add_argument("--json", action="store_true",
@@ -196,28 +195,22 @@ def run_eval(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.validation_size is not None and args.validation_size < 0:
         parser.error(f"--validation-size must be >= 0, got {args.validation_size}")
-    try:
+
+    def command():
         model, result = run_eval(args)
-    except (MnistcError, ValueError) as exc:
-        parser.error(str(exc))
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        out = dict(result, confusion=result["confusion"].tolist(), split=args.split,
-                   checkpoint=str(model.checkpoint_path), global_step=model.global_step)
-        print(json.dumps(out))
-        return 0
-    title = {"train": "Training", "validation": "Validation", "test": "Test"}[args.split]
-    print(f"Checkpoint {model.checkpoint_path} (step {model.global_step})")
-    print(f"{title} Data Eval:")
-    for line in format_report(result):
-        print(line)
-    return 0
+        if args.json:
+            out = dict(result, confusion=result["confusion"].tolist(), split=args.split,
+                       checkpoint=str(model.checkpoint_path), global_step=model.global_step)
+            print(json.dumps(out))
+            return
+        title = {"train": "Training", "validation": "Validation", "test": "Test"}[args.split]
+        print(f"Checkpoint {model.checkpoint_path} (step {model.global_step})")
+        print(f"{title} Data Eval:")
+        for line in format_report(result):
+            print(line)
+    return _cli.run(parser, command)
 
 
 if __name__ == "__main__":

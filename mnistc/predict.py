@@ -33,10 +33,9 @@ import sys
 
 import numpy as np
 
-from . import _kernels, data
-from .errors import DataError, MnistcError
+from . import _cli, _kernels, data
+from .errors import DataError
 from .eval import add_checkpoint_flags, load_from_args
-from .train import _Parser
 
 ROWS = COLS = 28
 PIXELS = ROWS * COLS
@@ -288,9 +287,9 @@ def predict_files(model, paths, invert=False, n_threads=None):
 
 
 def build_parser():
-    p = _Parser(prog="mnistc.predict", description=__doc__.split("\n\n")[0],
-                epilog=__doc__.split("\n\n", 1)[1],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.Parser(prog="mnistc.predict", description=__doc__.split("\n\n")[0],
+                    epilog=__doc__.split("\n\n", 1)[1],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="28x28 PGM (P5/P2) or PNG images, or IDX image files")
     add_checkpoint_flags(p)
@@ -299,8 +298,7 @@ def build_parser():
     p.add_argument("--invert", action="store_true",
                    help="invert the pixels (255 - p) for dark digits on a light background;"
                         " MNIST is white on black")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for the kernels (default: $OMP_NUM_THREADS, else all cores)")
+    _cli.add_threads_option(p)
     return p
 
 
@@ -317,24 +315,17 @@ def format_line(name, probs, top=1):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    try:
+
+    def command():
         model = load_from_args(args)
         _check_model(model)
         if not 1 <= args.top <= model.sizes[-1]:
-            parser.error(f"--top must be in 1..{model.sizes[-1]}, got {args.top}")
+            raise ValueError(f"--top must be in 1..{model.sizes[-1]}, got {args.top}")
         names, images = load_images(args.files, args.invert)
-        n_threads = args.threads or _kernels.max_threads()
-        _, probs = model.predict(images, n_threads)
-    except (MnistcError, ValueError) as exc:
-        parser.error(str(exc))
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    for name, p in zip(names, probs):
-        print(format_line(name, p, args.top))
-    return 0
+        _, probs = model.predict(images, args.threads or _kernels.max_threads())
+        for name, p in zip(names, probs):
+            print(format_line(name, p, args.top))
+    return _cli.run(parser, command)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ import os
 import sys
 import time
 import types
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, _kernels, data
+from . import __version__, _cli, _kernels, data
 from .checkpoint import CheckpointManager
 from .errors import CheckpointError, MnistcError, TrainingError
 from .model import MLP
@@ -301,13 +301,6 @@ sys.modules[__name__].__class__ = _CallableModule
 # ----------------------------------------------------------------------------------
 # Command line
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit status 2, without the usage dump."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _hidden_list(text):
     try:
         widths = tuple(int(w) for w in text.split(","))
@@ -319,7 +312,7 @@ def _hidden_list(text):
 
 
 def build_parser():
-    p = _Parser(prog="mnistc.train", description=__doc__.split("\n\n")[0],
+    p = _cli.Parser(prog="mnistc.train", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
     p.add_argument("--learning-rate", "--learning_rate", type=float, default=d.learning_rate,
@@ -350,8 +343,7 @@ def build_parser():
                    help="where checkpoints and summaries go")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seeds the one generator behind init and data order")
-    p.add_argument("--threads", type=int, default=None,
-                   help="threads for the kernels (default: $OMP_NUM_THREADS, else all cores)")
+    _cli.add_threads_option(p)
     p.add_argument("--validation-size", "--validation_size", type=int,
                    default=d.validation_size, help="training examples held out for validation")
     p.add_argument("--resume", action="store_true",
@@ -378,21 +370,12 @@ def config_from_args(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    try:
+
+    def command():
         if args.isa is not None:
             _kernels.set_isa(args.isa)
         run_training(config_from_args(args))
-    except TrainingError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
-    except (MnistcError, ValueError) as exc:
-        parser.error(str(exc))
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return _cli.run(parser, command)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 import gzip
 import os
 import pathlib
-import struct
 import tracemalloc
 import zlib
 
