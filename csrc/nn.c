@@ -20,10 +20,12 @@ enum { MIN_ELEMENTS_PER_THREAD = 1 << 15 };
 
 // exp(x) for x <= 0 (the softmax only needs that range), ~1 ulp. x = n ln2 + r with
 // ln2 split in two (Cody-Waite) so r is exact; exp(r) by Cephes' degree-6 polynomial.
-static float exp_nonpositive(float x) {
-    if (x != x) return x;          // NaN (e.g. inf - inf) propagates
-    if (x < -103.0f) return 0.0f;  // below the smallest subnormal
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+// No libm call: n is rounded with the 1.5 * 2^23 trick, exact in the default rounding
+// mode for |x * log2(e)| < 2^22, so the code is branch-light and the same everywhere.
+static inline float exp_nonpositive(float x) {
+    if (!(x >= -103.0f)) return x != x ? x : 0.0f;  // NaN propagates; underflow to 0
+    const float round_magic = 12582912.0f;           // 1.5 * 2^23
+    float n = (x * 1.44269504088896341f + round_magic) - round_magic;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -33,7 +35,7 @@ static float exp_nonpositive(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    // p * 2^n without overflow in the exponent field: n >= -150 here, so split it.
+    // p * 2^n without overflow in the exponent field: n >= -149 here, so split it.
     int e = (int)n;
     if (e < -126) {
         p *= 0x1p-24f;
@@ -123,23 +125,31 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float
     }
 }
 
-// One row of the fused softmax cross-entropy; returns the row's loss.
+// One row of the fused softmax cross-entropy; returns the row's loss. Each exp is
+// computed once: dz holds exp(z - zmax) until the second pass scales it. dz may alias
+// z, so z[j] is read before dz[j] is written and z[label] is kept aside.
 static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t n,
                               float grad_scale) {
     float zmax = z[0];
     for (int64_t j = 1; j < n; j++) zmax = z[j] > zmax ? z[j] : zmax;
+    float z_label = z[label];
     float sum = 0.0f;
-    for (int64_t j = 0; j < n; j++) sum += exp_nonpositive(z[j] - zmax);
-    // (zmax - z_y) first: with large logits, adding zmax to the small log term first
-    // would round it away.
-    float loss = (zmax - z[label]) + log_ge1(sum);
+    if (dz != NULL) {
+        for (int64_t j = 0; j < n; j++) {
+            float e = exp_nonpositive(z[j] - zmax);
+            dz[j] = e;
+            sum += e;
+        }
+    } else {
+        for (int64_t j = 0; j < n; j++) sum += exp_nonpositive(z[j] - zmax);
+    }
+    // (zmax - z_label) first: with large logits, adding zmax to the small log term
+    // first would round it away.
+    float loss = (zmax - z_label) + log_ge1(sum);
     if (dz != NULL) {
         float inv = grad_scale / sum;
-        // dz may alias z: read each z[j] before writing dz[j].
-        for (int64_t j = 0; j < n; j++) {
-            float p = exp_nonpositive(z[j] - zmax) * inv;
-            dz[j] = j == label ? p - grad_scale : p;
-        }
+        for (int64_t j = 0; j < n; j++) dz[j] *= inv;
+        dz[label] -= grad_scale;
     }
     return loss;
 }
