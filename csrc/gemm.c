@@ -1,14 +1,20 @@
 // gemm.c — mnistc's SGEMM framework in the GotoBLAS/BLIS structure: the loops over column
-// blocks (NC) and reduction blocks (KC), packing of the B panels that need it, the split
+// blocks (NC) and reduction blocks (KC), packing of the panels that need it, the split
 // of output tiles over threads, the epilogue, and the choice of microkernel per CPU
 // target. The arithmetic is the microkernels' (gemm_kernel_<isa>.c, contract in
 // gemm_kernel.h); the rounding contract is mnistc.h's. No BLAS, no ISA code here.
 //
-// Our GEMMs are small and their operands live in L2, so packing is avoided where it does
-// not pay (BLIS "sup"): A is always read in place (row streams for NN, contiguous runs
-// of a transposed A for TN), full panels of an untransposed B are read in place, and
-// only transposed B (NT/TT) and the partial last panel (n % NR) are packed, into an
-// NR-wide, zero-padded copy.
+// The model's operands live in L2, so packing is done only where it pays (BLIS "sup"):
+//  - A is read in place: MR row streams (NN/NT) or MR contiguous floats per k (TN/TT).
+//    A transposed A tile whose rows are a multiple of 512 B apart (L1 set conflicts) and
+//    that is reused across >= PACK_A_MIN_PANELS panels is first copied to k-major form.
+//  - B is read in place when untransposed and one KC block of it fits DIRECT_B_BYTES
+//    (the model's weights, the batch's gradients) or only one row tile uses it. A
+//    transposed B (NT/TT) or a larger one is packed NC columns at a time into NR-wide
+//    panels; a partial last panel (n % NR) is always packed, zero-padded.
+// Loop order per column block and KC block: row tiles outside, panels inside, so the
+// A tile stays in L1 while B streams from L2. Threads split a block's row tiles or its
+// panels (split_panels); the split never changes how a tile is computed.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -29,14 +35,30 @@
 
 #define KC MNC_GEMM_KC
 
-// A thread gets at least this many flops (2·m·n·k): below it a second thread costs more
-// in wake-up and barrier than it saves. Measured with bench/test_bench_gemm.py.
-#define MIN_FLOPS_PER_THREAD 4000000
+// A thread gets at least this many flops (2·m·n·k). Measured on 2 cores (AVX-512):
+// with the workers hot, a second thread already pays from ~0.8 MFLOP (6.4 -> 5.2 µs) and
+// is slower at 0.2; a cold start (workers asleep after ~1-2 ms idle) adds ~45 µs. At 2
+// MFLOP per thread, the model's 0.8-2.1 MFLOP GEMMs stay on one thread and its >= 6.5
+// MFLOP ones (100x128x256: 38 -> 30 µs, 100x784x128: 137 -> 76 µs) use two.
+#define MIN_FLOPS_PER_THREAD 2000000
+
+// The same for the row path (m == 1), which runs at memory speed (~10 GFLOP/s).
+#define ROW_MIN_FLOPS_PER_THREAD 200000
 
 // An untransposed B is read in place while one KC block of it fits in this many bytes (it
-// then stays in L2 across all row tiles); a larger B is packed NC columns at a time, so
-// the kernel streams contiguous panels instead of one 4 KiB page per row.
-#define DIRECT_B_BYTES (1 << 20)
+// then stays in L2 across all row tiles, next to the streaming A and C, e.g. the 401 KB
+// of the model's W1); a larger B reused by several row tiles is packed NC columns at a
+// time, so the kernel streams contiguous panels instead of one 4 KiB page per row.
+#define DIRECT_B_BYTES (512 << 10)
+
+// A transposed A tile (MR floats from each of kc rows lda apart) is copied to k-major form
+// when its rows would crowd a few L1 sets, i.e. lda is a multiple of PACK_A_LDA (rows a
+// multiple of 512 B apart use at most 8 of the 64 sets of a 48 KiB 12-way L1; 4 KiB
+// apart, one set), and a thread reuses it for at least PACK_A_MIN_PANELS B panels.
+// Otherwise reading in place is faster (measured: 784x128x100 TN, lda = 784: 149 ->
+// 155 GFLOP/s in place; 784x1024x256 TN, lda = 1024: 145 packed, 107-143 in place).
+#define PACK_A_LDA 128
+#define PACK_A_MIN_PANELS 4
 
 // Per-target block sizes and microkernel, filled from gemm_kernel.h. KC is MNC_GEMM_KC on
 // every target (it is part of the rounding contract); NC bounds the packed B block
@@ -45,13 +67,17 @@ typedef struct gemm_target {
     int mr, nr;
     int64_t nc;
     mnc_gemm_ukernel *kernel;
+    mnc_gemm_pack_bt *pack_bt;  // NULL: the portable transpose in pack_b_panel
+    mnc_gemm_row *row;          // NULL: m == 1 goes through the tile kernel
 } gemm_target;
 
 static const gemm_target targets[3] = {
-    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic},
+    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic, NULL, NULL},
 #ifdef MNC_GEMM_X86
-    {MNC_AVX2_MR, MNC_AVX2_NR, 256, mnc_gemm_ukernel_avx2},
-    {MNC_AVX512_MR, MNC_AVX512_NR, 256, mnc_gemm_ukernel_avx512},
+    {MNC_AVX2_MR, MNC_AVX2_NR, 256, mnc_gemm_ukernel_avx2, mnc_gemm_pack_bt_avx2,
+     mnc_gemm_row_avx2},
+    {MNC_AVX512_MR, MNC_AVX512_NR, 256, mnc_gemm_ukernel_avx512, mnc_gemm_pack_bt_avx512,
+     mnc_gemm_row_avx512},
 #endif
 };
 
@@ -77,6 +103,7 @@ typedef struct gemm_call {
     int pack_a;        // copy each transposed A tile to k-major form
     int64_t slot;      // floats of packing buffer per (virtual) thread: B panels, A tile
     int64_t slot_b;    // the B panels' part of it
+    int row_path;      // m == 1, B untransposed: the target's row kernel
     int team;
 } gemm_call;
 
@@ -95,14 +122,17 @@ static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0
         }
         return;
     }
-    // op(B)(p, j) = B[j, p]: a transpose, done 16 k at a time so that the 16 × NR piece
-    // of the panel being written stays in L1 while the nr source rows are read in runs.
+    const float *src = g->b + j0 * g->ldb + p0;
+    if (g->t->pack_bt != NULL && (int64_t)nr_tile * g->ldb < INT32_MAX) {
+        g->t->pack_bt(dst, src, g->ldb, kc, nr);
+        return;
+    }
+    // The portable transpose, 16 k at a time so that the 16 × NR piece of the panel being
+    // written stays in L1 while the nr source rows are read in short runs.
     for (int64_t p1 = 0; p1 < kc; p1 += 16) {
         int64_t p2 = min64(p1 + 16, kc);
-        for (int j = 0; j < nr; j++) {
-            const float *src = g->b + (j0 + j) * g->ldb + p0;
-            for (int64_t p = p1; p < p2; p++) dst[p * nr_tile + j] = src[p];
-        }
+        for (int j = 0; j < nr; j++)
+            for (int64_t p = p1; p < p2; p++) dst[p * nr_tile + j] = src[j * g->ldb + p];
         for (int64_t p = p1; p < p2; p++)
             for (int j = nr; j < nr_tile; j++) dst[p * nr_tile + j] = 0.0f;
     }
@@ -142,9 +172,28 @@ static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t
     }
 }
 
+// Whether a team splits a column block by B panels rather than by row tiles: whichever
+// gives the busiest thread the smaller share of the block. On a tie, a B read in place is
+// split by rows (each thread multiplies its A tiles by every panel, and a B that small
+// sits in every core's L2: 784x100x128 TN on 2 threads ~110 -> ~90 µs), a packed B by
+// panels (no panel is packed twice). 100x784x128 NN (9 row tiles, 4 panels) goes by
+// panels: 5 of 9 row tiles on one thread cost more than the reuse gains.
+static int split_panels(int64_t panels, int64_t row_tiles, int team, int packed_b) {
+    if (panels < team) return 0;
+    if (row_tiles < team) return 1;
+    // ceil(x / team) / x compared across the two splits, without division.
+    int64_t by_panels = ceil_div(panels, team) * row_tiles;
+    int64_t by_rows = ceil_div(row_tiles, team) * panels;
+    return packed_b ? by_panels <= by_rows : by_panels < by_rows;
+}
+
+static int64_t panels_per_part(int64_t panels, int64_t row_tiles, int team, int packed_b) {
+    return split_panels(panels, row_tiles, team, packed_b) ? ceil_div(panels, team) : panels;
+}
+
 // The tiles of virtual thread `part` of g->team: in every column block, a contiguous range
-// of B panels (all row tiles), or of row tiles when there are fewer panels than threads.
-// Which tiles a thread gets never changes how a tile is computed.
+// of row tiles (all panels) or of B panels (all row tiles), as split_panels says. Which
+// tiles a thread gets never changes how a tile is computed.
 static void gemm_part(const gemm_call *g, float *buf, int part) {
     const gemm_target *t = g->t;
     const int mr_tile = t->mr, nr_tile = t->nr;
@@ -152,7 +201,7 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
     for (int64_t jc = 0; jc < g->n; jc += g->nc) {
         int64_t panels = ceil_div(min64(g->nc, g->n - jc), nr_tile);
         int64_t q0 = 0, q1 = panels, i0 = 0, i1 = row_tiles;
-        if (panels >= g->team) {
+        if (split_panels(panels, row_tiles, g->team, g->pack_all)) {
             q0 = panels * part / g->team, q1 = panels * (part + 1) / g->team;
         } else {
             i0 = row_tiles * part / g->team, i1 = row_tiles * (part + 1) / g->team;
@@ -176,7 +225,7 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                 int mr = (int)min64(mr_tile, g->m - i);
                 const float *a = g->trans_a ? g->a + pc * g->lda + i : g->a + i * g->lda + pc;
                 int64_t rs_a = g->trans_a ? 1 : g->lda, cs_a = g->trans_a ? g->lda : 1;
-                if (g->pack_a && (q1 - q0) >= (getenv("PA") ? atoi(getenv("PA")) : 1)) {
+                if (g->pack_a && q1 - q0 >= PACK_A_MIN_PANELS) {
                     pack_a_transposed(buf + g->slot_b, mr_tile, g, pc, kc, i, mr);
                     a = buf + g->slot_b, cs_a = mr_tile;
                 }
@@ -194,6 +243,23 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
             pc += kc;
         } while (pc < g->k);
     }
+}
+
+// The row path (m == 1, B untransposed): part `part` of g->team takes a contiguous range
+// of columns, in 16-float units so that no two parts share a cache line of C.
+static void gemm_row_part(const gemm_call *g, int part) {
+    int64_t units = ceil_div(g->n, 16);
+    int64_t j0 = units * part / g->team * 16;
+    int64_t j1 = min64(units * (part + 1) / g->team * 16, g->n);
+    if (j0 >= j1) return;
+    int64_t inc_a = g->trans_a ? g->lda : 1, pc = 0;
+    do {
+        int64_t kc = min64(KC, g->k - pc);
+        g->t->row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, g->b + pc * g->ldb + j0,
+                  g->ldb, pc == 0 ? g->beta : 1.0f, g->c + j0);
+        pc += kc;
+    } while (pc < g->k);
+    if (g->ep != NULL) epilogue_tile(g->ep, g->c, g->ldc, 0, j0, 1, (int)(j1 - j0));
 }
 
 // The packing buffer of the calling thread, shared out to its team: 64-byte aligned,
@@ -245,41 +311,59 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     if (k < 0) k = 0;
     mnc_isa isa = mnc_isa_active();
     gemm_call g = {target_for(isa), trans_a != 0, trans_b != 0, m, n, k, alpha, beta,
-                   a, b, lda, ldb, c, ldc, ep, 0, n, 0, 0, 0, 1};
+                   a, b, lda, ldb, c, ldc, ep, 0, n, 0, 0, 0, 0, 1};
     if (ep != NULL && ep->bias == NULL && !ep->relu && ep->relu_mask == NULL) g.ep = NULL;
-    const int64_t mr = g.t->mr, nr = g.t->nr;
-    g.pack_all = g.trans_b || (double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES;
-    if (g.pack_all) g.nc = min64(g.t->nc, n);
-
-    double flops = 2.0 * (double)m * (double)n * (double)k;
-    int64_t panels = ceil_div(g.nc, nr), row_tiles = ceil_div(m, mr);
-    int64_t tiles = panels > row_tiles ? panels : row_tiles;
-    int64_t work = flops > 9e18 ? INT64_MAX : (int64_t)flops;
-    g.team = mnc_team_size(n_threads, work, MIN_FLOPS_PER_THREAD);
-    if (g.team > tiles) g.team = (int)tiles;
-
-    int64_t kc = min64(KC, k);
-    int64_t slot_panels = 0;
-    if (g.pack_all) slot_panels = panels >= g.team ? ceil_div(panels, g.team) : panels;
-    else if (n % nr != 0) slot_panels = 1;
-    g.pack_a = g.trans_a;
-    g.slot_b = kc * nr * slot_panels;
-    g.slot = g.slot_b + (g.pack_a ? kc * mr : 0);
     float *buf = NULL;
-    if (g.slot > 0) {
-        buf = pack_buffer((size_t)(g.slot * g.team));
-        if (buf == NULL) {
+    if (m == 1 && !g.trans_b && g.t->row != NULL) {
+        g.row_path = 1;
+        g.team = mnc_team_size(n_threads, 2 * n * k, ROW_MIN_FLOPS_PER_THREAD);
+        if (g.team > ceil_div(n, 16)) g.team = (int)ceil_div(n, 16);
+    } else {
+        const int64_t mr = g.t->mr, nr = g.t->nr;
+        g.pack_all = g.trans_b ||
+                     (m > mr && (double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES);
+        if (g.pack_all) g.nc = min64(g.t->nc, n);
+
+        double flops = 2.0 * (double)m * (double)n * (double)k;
+        int64_t panels = ceil_div(g.nc, nr), row_tiles = ceil_div(m, mr);
+        int64_t tiles = panels > row_tiles ? panels : row_tiles;
+        int64_t work = flops > 9e18 ? INT64_MAX : (int64_t)flops;
+        g.team = mnc_team_size(n_threads, work, MIN_FLOPS_PER_THREAD);
+        if (g.team > tiles) g.team = (int)tiles;
+
+        int64_t kc = min64(KC, k);
+        int64_t slot_panels = 0;
+        if (g.pack_all) {  // the most panels one part packs, in a full or the last block
+            int64_t last = ceil_div(n - (ceil_div(n, g.nc) - 1) * g.nc, nr);
+            slot_panels = panels_per_part(panels, row_tiles, g.team, 1);
+            if (panels_per_part(last, row_tiles, g.team, 1) > slot_panels)
+                slot_panels = panels_per_part(last, row_tiles, g.team, 1);
+        } else if (n % nr != 0) {
+            slot_panels = 1;
+        }
+        g.pack_a = g.trans_a && lda % PACK_A_LDA == 0;
+        g.slot_b = kc * nr * slot_panels;
+        g.slot = g.slot_b + (g.pack_a ? kc * mr : 0);
+        if (g.slot > 0) {
+            buf = pack_buffer((size_t)(g.slot * g.team));
+            if (buf == NULL) {
 #ifdef FP_FAST_FMAF
-            gemm_unbuffered(&g, 1);
+                gemm_unbuffered(&g, 1);
 #else
-            gemm_unbuffered(&g, isa != MNC_ISA_GENERIC);
+                gemm_unbuffered(&g, isa != MNC_ISA_GENERIC);
 #endif
-            return;
+                return;
+            }
         }
     }
 
+    if (g.team == 1) {  // no parallel construct at all: even a disabled one costs ~0.5 µs
+        if (g.row_path) gemm_row_part(&g, 0);
+        else gemm_part(&g, buf, 0);
+        return;
+    }
     const gemm_call *gp = &g;
-#pragma omp parallel num_threads(g.team) if (g.team > 1)
+#pragma omp parallel num_threads(g.team)
     {
         int tid = 0, got = 1;
 #ifdef _OPENMP
@@ -287,7 +371,9 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         got = omp_get_num_threads();
 #endif
         // If the runtime gave fewer threads than asked, each runs several parts in turn.
-        for (int part = tid; part < gp->team; part += got)
-            gemm_part(gp, buf == NULL ? NULL : buf + part * gp->slot, part);
+        for (int part = tid; part < gp->team; part += got) {
+            if (gp->row_path) gemm_row_part(gp, part);
+            else gemm_part(gp, buf == NULL ? NULL : buf + part * gp->slot, part);
+        }
     }
 }

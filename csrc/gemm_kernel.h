@@ -16,21 +16,38 @@
 // generic kernel without hardware FMA rounds the product and the sum separately.)
 //
 // Operand formats:
-//  - A(r, p) = a[r * rs_a + p * cs_a] with rs_a == 1 or cs_a == 1 (both when mr == 1 or
-//    k <= 1). cs_a == 1 reads mr row streams of a row-major A (NN/NT, unpacked);
-//    rs_a == 1 reads mr contiguous floats per p (a transposed A, TN/TT, unpacked).
-//    Rows r >= mr are never read, so A needs no padding and no packing.
+//  - A(r, p) = a[r * rs_a + p * cs_a] with cs_a == 1 or rs_a == 1 (either when mr == 1).
+//    cs_a == 1 reads mr row streams of a row-major A (NN/NT, in place); rs_a == 1 reads
+//    mr contiguous floats per p: a transposed A in place (TN/TT, cs_a = lda) or its
+//    k-major copy (cs_a = MR). Rows r >= mr are never read, so A is never padded.
 //  - B(p, j) = b[p * rs_b + j]: every row of the panel has NR readable floats, 64-byte
 //    alignment not required. Columns nr..NR-1 are computed and discarded, so a partial
 //    or transposed panel is packed by gemm.c into an NR-wide, zero-padded buffer; a full
 //    panel of an untransposed B is read in place (rs_b = ldb).
 //  - Edge tiles (mr < MR or nr < NR) go through the same kernel: it is specialised per
-//    row count and vector count at compile time and masks the last columns on load and
-//    store of C (or goes through an aligned temporary tile) — never another summation
-//    order.
+//    row count (and vector count) at compile time and touches only the mr × nr corner of
+//    C (AVX-512 lane masks, AVX2 vmaskmov, the generic kernel a bounded loop) — never
+//    another summation order.
 //
-// The per-target table (mnc_gemm_targets in gemm.c) holds MR, NR, the cache block sizes
-// and the kernel pointer; KC is MNC_GEMM_KC for every target (part of the contract).
+// A target may also supply a packer for transposed B panels (the one packing that is a
+// transpose; NULL: gemm.c's portable loop):
+//
+//   dst[p * NR + j] = b[j * ldb + p] for p < kc, j < nr;  0 for nr <= j < NR
+//
+// b points at op(B)(0, 0) of the panel; gemm.c guarantees NR * ldb < 2^31 (the AVX
+// packers use 32-bit gather indices).
+//
+// A target may also supply a row kernel for m == 1 with an untransposed B (a batch of
+// one: a matrix-vector product; NULL: the tile kernel). Same chain, same rounding:
+//
+//   acc[j] = 0; for p = 0..k-1: acc[j] = fma(a[p * inc_a], b[p * ldb + j], acc[j])
+//   c[j] = alpha * acc[j]  (beta == 0)  or  fma(alpha, acc[j], beta * c[j])   for j < n
+//
+// It walks B a row at a time across wide column blocks, so B streams contiguously
+// instead of one 4 KiB page per p as a 32-column panel of a wide B would.
+//
+// The per-target table (targets[] in gemm.c) holds MR, NR, the cache block sizes, the
+// kernel and the packers; KC is MNC_GEMM_KC for every target (part of the contract).
 #ifndef MNISTC_GEMM_KERNEL_H
 #define MNISTC_GEMM_KERNEL_H
 
@@ -43,6 +60,11 @@ typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha,
                               const float *b, int64_t rs_b,
                               float beta, float *c, int64_t ldc);
 
+typedef void mnc_gemm_pack_bt(float *dst, const float *b, int64_t ldb, int64_t kc, int nr);
+
+typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
+                          const float *b, int64_t ldb, float beta, float *c);
+
 // Register tiles of each target (floats). NR is a multiple of the vector width.
 #define MNC_GENERIC_MR 4
 #define MNC_GENERIC_NR 8
@@ -50,7 +72,6 @@ typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha,
 #define MNC_AVX2_NR 16
 #define MNC_AVX512_MR 12
 #define MNC_AVX512_NR 32
-#define MNC_GEMM_MAX_NR 32  // the widest NR: sizes gemm.c's temporaries
 
 void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
@@ -59,6 +80,12 @@ void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define MNC_GEMM_X86 1
+void mnc_gemm_pack_bt_avx2(float *dst, const float *b, int64_t ldb, int64_t kc, int nr);
+void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
+                       const float *b, int64_t ldb, float beta, float *c);
+void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
+                         const float *b, int64_t ldb, float beta, float *c);
+void mnc_gemm_pack_bt_avx512(float *dst, const float *b, int64_t ldb, int64_t kc, int nr);
 void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
                            const float *a, int64_t rs_a, int64_t cs_a,
                            const float *b, int64_t rs_b,

@@ -1,22 +1,31 @@
-// gemm_kernel_avx512.c — the AVX-512 SGEMM microkernel: a 12×32 register tile (12 rows ×
-// 2 zmm = 24 accumulators), A broadcast from memory, B loaded as two zmm per k. One
-// kernel body, specialised at compile time for every row count (1..12), both vector
-// counts and both A layouts, so edge tiles and transposed A cost no extra code paths.
-// Only this function uses AVX-512; gemm.c calls it after mnc_isa_active() said so.
-// The contract (operands, rounding, edges) is in gemm_kernel.h.
+// gemm_kernel_avx512.c — the AVX-512 SGEMM kernels (contract in gemm_kernel.h):
+//  - the 12×32 microkernel (12 rows × 2 zmm = 24 accumulators), A broadcast from memory,
+//    B loaded as two zmm per k; one body specialised at compile time for every row count
+//    (1..12), both vector counts and both A layouts, so edge tiles and a transposed A
+//    need no other code path;
+//  - the row kernel for m == 1 (24 zmm = 384 columns per block);
+//  - the transposed-B panel packer (hardware gathers).
+// Only these functions use AVX-512; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
 #define MR MNC_AVX512_MR
+#if defined(__GNUC__)  // GCC, Clang: the ISA is enabled per function, never per file
 #define KERNEL_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+#else  // MSVC: intrinsics need no target option
+#define KERNEL_TARGET
+#define ALWAYS_INLINE static __forceinline
+#endif
+
+#define ROW_VECTORS 24  // zmm accumulators of the row kernel: 384 columns per block
 
 // Columns [16 v, 16 v + 16) of the tile that are inside nr, as a lane mask.
 ALWAYS_INLINE KERNEL_TARGET __mmask16 lane_mask(int nr, int v) {
     int left = nr - 16 * v;
-    return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1u);
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
 }
 
 // rows_a != 0: A(r, p) = a[r * rs_a + p] (row-major A); else A(r, p) = a[p * cs_a + r].
@@ -27,11 +36,14 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                                       int64_t rs_a, int64_t cs_a, const float *b,
                                       int64_t rs_b, float beta, float *c, int64_t ldc) {
     __m512 acc[MR][2];
+#pragma GCC unroll 12
     for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
         for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
 
     if (rows_a) {
         const float *a0 = a, *a3 = a + 3 * rs_a, *a6 = a + 6 * rs_a, *a9 = a + 9 * rs_a;
+#pragma GCC unroll 2
         for (int64_t p = 0; p < k; p++) {
             __m512 b0 = _mm512_loadu_ps(b);
             __m512 b1 = nv > 1 ? _mm512_loadu_ps(b + 16) : b0;
@@ -46,6 +58,7 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
             a0++, a3++, a6++, a9++;
         }
     } else {
+#pragma GCC unroll 2
         for (int64_t p = 0; p < k; p++) {
             __m512 b0 = _mm512_loadu_ps(b);
             __m512 b1 = nv > 1 ? _mm512_loadu_ps(b + 16) : b0;
@@ -62,8 +75,10 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
 
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
+#pragma GCC unroll 12
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
+#pragma GCC unroll 2
         for (int v = 0; v < nv; v++) {
             __mmask16 m = v ? m1 : m0;
             __m512 out;
@@ -99,6 +114,67 @@ KERNEL_TARGET void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alph
         ROWS_CASE(1) ROWS_CASE(2) ROWS_CASE(3) ROWS_CASE(4) ROWS_CASE(5) ROWS_CASE(6)
         ROWS_CASE(7) ROWS_CASE(8) ROWS_CASE(9) ROWS_CASE(10) ROWS_CASE(11) ROWS_CASE(12)
         default: break;
+    }
+}
+
+// Transposed B panel: one 16-lane gather per k and zmm; lanes past nr gather nothing and
+// stay 0. Consecutive k read the next float of the same 32 source lines, so each line is
+// fetched from memory once.
+KERNEL_TARGET void mnc_gemm_pack_bt_avx512(float *dst, const float *b, int64_t ldb,
+                                           int64_t kc, int nr) {
+    __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i row0 = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldb));
+    __m512i row1 = _mm512_add_epi32(row0, _mm512_set1_epi32((int)(16 * ldb)));
+    __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
+    __m512 zero = _mm512_setzero_ps();
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 v0 = _mm512_mask_i32gather_ps(zero, m0, row0, b + p, 4);
+        __m512 v1 = _mm512_mask_i32gather_ps(zero, m1, row1, b + p, 4);
+        _mm512_storeu_ps(dst + p * MNC_AVX512_NR, v0);
+        _mm512_storeu_ps(dst + p * MNC_AVX512_NR + 16, v1);
+    }
+}
+
+// One row of C over `nv` zmm of columns (the last one masked to `last` lanes): nv
+// independent chains per k, B read as one contiguous run of 64 nv bytes per row.
+ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, int last, int64_t k, float alpha,
+                                           const float *a, int64_t inc_a, const float *b,
+                                           int64_t ldb, float beta, float *c) {
+    __m512 acc[ROW_VECTORS];
+#pragma GCC unroll 24
+    for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
+    __mmask16 m = lane_mask(last, 0);
+    for (int64_t p = 0; p < k; p++) {
+        __m512 x = _mm512_set1_ps(a[p * inc_a]);
+        const float *bp = b + p * ldb;
+#pragma GCC unroll 24
+        for (int v = 0; v < nv; v++) {
+            __m512 y = v + 1 < nv ? _mm512_loadu_ps(bp + 16 * v)
+                                  : _mm512_maskz_loadu_ps(m, bp + 16 * v);
+            acc[v] = _mm512_fmadd_ps(x, y, acc[v]);
+        }
+    }
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 24
+    for (int v = 0; v < nv; v++) {
+        __mmask16 mv = v + 1 < nv ? (__mmask16)0xffff : m;
+        __m512 out = beta == 0.0f
+            ? _mm512_mul_ps(va, acc[v])
+            : _mm512_fmadd_ps(va, acc[v], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(mv, c + 16 * v)));
+        _mm512_mask_storeu_ps(c + 16 * v, mv, out);
+    }
+}
+
+KERNEL_TARGET void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a,
+                                       int64_t inc_a, const float *b, int64_t ldb,
+                                       float beta, float *c) {
+    int64_t j = 0;
+    for (; j + 16 * ROW_VECTORS <= n; j += 16 * ROW_VECTORS)
+        row_block(ROW_VECTORS, 16, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+    for (; j + 128 <= n; j += 128) row_block(8, 16, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+    for (; j < n; j += 16) {
+        int last = n - j < 16 ? (int)(n - j) : 16;
+        row_block(1, last, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
     }
 }
 

@@ -19,26 +19,45 @@
 #define MUL_ADD(x, y, z) ((x) * (y) + (z))
 #endif
 
-#if defined(__GNUC__)
+// One named accumulator row per A row and a fully unrolled column loop: GCC's SLP
+// vectoriser turns each row into NR/4 SSE registers. Its loop vectoriser would instead go
+// after the k loop and produce slow, spilling code, so it is off for these functions.
+#if defined(__GNUC__) && !defined(__clang__)
+#define KERNEL_OPTIONS __attribute__((optimize("no-tree-loop-vectorize")))
+#define ALWAYS_INLINE static inline __attribute__((always_inline)) KERNEL_OPTIONS
+#define UNROLL_NR _Pragma("GCC unroll 8")
+#elif defined(__GNUC__)
+#define KERNEL_OPTIONS
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define UNROLL_NR _Pragma("GCC unroll 8")
 #else
+#define KERNEL_OPTIONS
 #define ALWAYS_INLINE static __forceinline
+#define UNROLL_NR
 #endif
 
-// rows_a != 0: A(r, p) = a[r * rs_a + p] (row-major A); else A(r, p) = a[p * cs_a + r].
+// A(r, p): rows_a != 0 reads a row-major A (a[r * rs_a + p]), else a[p * cs_a + r].
+#define A_AT(r) (rows_a ? a[(r) * rs_a + p] : a[p * cs_a + (r)])
+
 ALWAYS_INLINE void tile(const int rows, const int rows_a, int64_t k, int nr, float alpha,
                         const float *a, int64_t rs_a, int64_t cs_a, const float *b,
                         int64_t rs_b, float beta, float *c, int64_t ldc) {
-    float acc[MR][NR];
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+    float acc0[NR] = {0}, acc1[NR] = {0}, acc2[NR] = {0}, acc3[NR] = {0};
     for (int64_t p = 0; p < k; p++) {
         const float *bp = b + p * rs_b;
-        for (int r = 0; r < rows; r++) {
-            float x = rows_a ? a[r * rs_a + p] : a[p * cs_a + r];
-            for (int j = 0; j < NR; j++) acc[r][j] = MUL_ADD(x, bp[j], acc[r][j]);
+        float x0 = A_AT(0);
+        float x1 = rows > 1 ? A_AT(1) : 0.0f;
+        float x2 = rows > 2 ? A_AT(2) : 0.0f;
+        float x3 = rows > 3 ? A_AT(3) : 0.0f;
+        UNROLL_NR
+        for (int j = 0; j < NR; j++) {
+            acc0[j] = MUL_ADD(x0, bp[j], acc0[j]);
+            if (rows > 1) acc1[j] = MUL_ADD(x1, bp[j], acc1[j]);
+            if (rows > 2) acc2[j] = MUL_ADD(x2, bp[j], acc2[j]);
+            if (rows > 3) acc3[j] = MUL_ADD(x3, bp[j], acc3[j]);
         }
     }
+    const float *acc[MR] = {acc0, acc1, acc2, acc3};
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         for (int j = 0; j < nr; j++)
@@ -52,7 +71,7 @@ ALWAYS_INLINE void tile(const int rows, const int rows_a, int64_t k, int nr, flo
         else tile(R, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);          \
         break;
 
-void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
+KERNEL_OPTIONS void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
                               float beta, float *c, int64_t ldc) {
@@ -62,3 +81,4 @@ void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
         default: break;
     }
 }
+

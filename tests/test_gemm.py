@@ -1,0 +1,309 @@
+"""SGEMM (mnc_sgemm_f32 through mnistc._kernels.sgemm) against the float64 reference, on
+every CPU target this machine supports, plus the rounding contract of mnistc.h: bits that
+do not depend on the thread count, and AVX2 = AVX-512 bit for bit.
+
+Shapes are a covering set, not the full cube: every size of {1, 2, 7, 15, 16, 17, 31, 32,
+33, 100, 128, 785} appears as m, n and k, next to the register tiles' MR±1 (generic 4,
+AVX2 6, AVX-512 12) and NR±1 (8, 16, 32), and k around MNC_GEMM_KC (1024) and past it, so
+that edge tiles, partial panels and the reduction blocking are all exercised."""
+import numpy as np
+import pytest
+
+from mnistc import _kernels
+import reference
+from conftest import supported_isas
+
+KC = 1024  # MNC_GEMM_KC in csrc/mnistc.h
+
+SHAPES = [  # (m, n, k)
+    (1, 1, 1), (2, 7, 15), (7, 16, 17), (15, 17, 31), (16, 31, 32), (17, 32, 33),
+    (31, 33, 100), (32, 100, 128), (33, 128, 7), (100, 15, 785), (128, 2, 16),
+    (785, 1, 2), (3, 785, 1), (4, 9, 5), (5, 8, 3), (6, 15, 9), (11, 64, 13),
+    (12, 65, 12), (13, 47, 11), (25, 96, 40), (24, 10, 100),
+    (1, 785, 33), (1, 400, 128), (1, 17, 7),  # m = 1: the row kernel (untransposed B)
+    (128, 130, 40), (256, 200, 9),  # TN/TT: lda % 128 == 0 -> A tiles copied k-major
+]
+BIG_K_SHAPES = [(13, 33, KC - 1), (5, 40, KC), (7, 17, KC + 1), (3, 9, 2 * KC + 52),
+                (1, 300, KC + 7)]
+SCALES = [(1.0, 0.0), (-0.01, 1.0), (0.5, 2.0)]  # (alpha, beta)
+TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
+TRANS_IDS = ["NN", "TN", "NT", "TT"]
+
+# The model's GEMMs, (m, n, k, trans_a, trans_b, epilogue): forward with bias+ReLU (NN),
+# input gradient with the ReLU mask (NT), fused weight update (TN, alpha=-lr, beta=1).
+MODEL_GEMMS = [
+    (100, 128, 784, False, False, "bias_relu"), (100, 32, 128, False, False, "bias_relu"),
+    (100, 10, 32, False, False, "bias"), (100, 128, 32, False, True, "mask"),
+    (100, 32, 10, False, True, "mask"), (784, 128, 100, True, False, "update"),
+    (128, 32, 100, True, False, "update"), (32, 10, 100, True, False, "update"),
+    (1, 128, 784, False, False, "bias_relu"), (784, 128, 1, True, False, "update"),
+    (1, 1024, 784, False, False, "bias_relu"), (1, 10, 1024, False, False, "bias"),
+]
+
+
+def operands(rng, m, n, k, trans_a, trans_b):
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    return a, b, c
+
+
+def check(a, b, c0, trans_a, trans_b, alpha, beta, what, n_threads=1, **epilogue):
+    """Runs sgemm on a copy of c0 and compares with the reference; returns the result."""
+    c = c0.copy()
+    out = _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta,
+                         n_threads=n_threads, **epilogue)
+    assert out is c
+    expected = reference.gemm(a, b, c0, trans_a, trans_b, alpha, beta, **epilogue)
+    bound = reference.gemm_tolerance(a, b, c0, trans_a, trans_b, alpha, beta,
+                                     epilogue.get("bias"))
+    reference.assert_close(out, expected, bound, what)
+    return out
+
+
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
+def test_against_reference(isa, trans):
+    rng = np.random.default_rng(1)
+    trans_a, trans_b = trans
+    for i, (m, n, k) in enumerate(SHAPES):
+        a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        for alpha, beta in SCALES:
+            check(a, b, c0, trans_a, trans_b, alpha, beta,
+                  f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}")
+
+
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
+def test_reduction_longer_than_kc(isa, trans):
+    rng = np.random.default_rng(2)
+    trans_a, trans_b = trans
+    for m, n, k in BIG_K_SHAPES:
+        a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        for alpha, beta in SCALES:
+            check(a, b, c0, trans_a, trans_b, alpha, beta,
+                  f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}")
+
+
+def test_reduction_blocks_round_like_the_contract():
+    """k > KC: each KC block is its own chain, folded in with beta = 1 — so a call equals
+    a first call on the first block followed by a beta=1 call on the rest (on FMA targets,
+    where both sides round identically)."""
+    if "avx2" not in supported_isas():
+        pytest.skip("needs an FMA target")
+    rng = np.random.default_rng(3)
+    m, n, k = 9, 37, KC + 300
+    a, b, c0 = operands(rng, m, n, k, False, False)
+    whole = _kernels.sgemm(a, b, c0.copy(), alpha=0.5, beta=2.0)
+    split = _kernels.sgemm(np.ascontiguousarray(a[:, :KC]), np.ascontiguousarray(b[:KC]),
+                           c0.copy(), alpha=0.5, beta=2.0)
+    split = _kernels.sgemm(np.ascontiguousarray(a[:, KC:]), np.ascontiguousarray(b[KC:]),
+                           split, alpha=0.5, beta=1.0)
+    np.testing.assert_array_equal(whole, split)
+
+
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
+def test_epilogues(isa, trans):
+    rng = np.random.default_rng(4)
+    trans_a, trans_b = trans
+    for m, n, k in [(1, 1, 1), (17, 33, 31), (100, 10, 32), (13, 128, 785), (2, 7, 1025),
+                    (1, 300, 50)]:
+        a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        bias = rng.standard_normal(n).astype(np.float32)
+        mask = np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32)
+        for alpha, beta in SCALES:
+            what = f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}"
+            check(a, b, c0, trans_a, trans_b, alpha, beta, what + " bias", bias=bias)
+            check(a, b, c0, trans_a, trans_b, alpha, beta, what + " relu", relu=True)
+            out = check(a, b, c0, trans_a, trans_b, alpha, beta, what + " bias+relu",
+                        bias=bias, relu=True)
+            assert (out >= 0).all()
+            out = check(a, b, c0, trans_a, trans_b, alpha, beta, what + " mask",
+                        relu_mask=mask)
+            assert (out[mask <= 0] == 0).all()
+            check(a, b, c0, trans_a, trans_b, alpha, beta, what + " all three",
+                  bias=bias, relu=True, relu_mask=mask)
+
+
+def test_epilogues_let_nan_through(isa):
+    rng = np.random.default_rng(5)
+    a, b, _ = operands(rng, 20, 40, 50, False, False)
+    a[3, 7] = np.nan
+    mask = np.ones((20, 40), np.float32)
+    out = _kernels.sgemm(a, b, bias=np.full(40, -1e6, np.float32), relu=True,
+                         relu_mask=mask)
+    assert np.isnan(out[3]).all()
+    assert not np.isnan(np.delete(out, 3, axis=0)).any()
+
+
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
+def test_beta_zero_never_reads_c(isa, trans):
+    rng = np.random.default_rng(6)
+    trans_a, trans_b = trans
+    for m, n, k in [(1, 1, 1), (13, 33, 17), (100, 128, 784), (25, 10, 1100), (1, 500, 30)]:
+        a, b, _ = operands(rng, m, n, k, trans_a, trans_b)
+        c = np.full((m, n), np.nan, np.float32)
+        out = _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=0.0)
+        assert np.isfinite(out).all()
+        bound = reference.gemm_tolerance(a, b, None, trans_a, trans_b, 0.5)
+        reference.assert_close(out, reference.gemm(a, b, None, trans_a, trans_b, 0.5),
+                               bound, f"{isa} {m}x{n}x{k} trans={trans}")
+
+
+def guarded(values, pad=64):
+    """values copied into the middle of a NaN-filled buffer: a contiguous array whose
+    neighbours are NaN, so a read past its ends poisons the result and a write past its
+    ends shows up in the guard bands."""
+    buf = np.full(values.size + 2 * pad, np.nan, np.float32)
+    view = buf[pad:pad + values.size].reshape(values.shape)
+    view[...] = values
+    return buf, view
+
+
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
+def test_no_access_outside_the_operands(isa, trans):
+    rng = np.random.default_rng(9)
+    trans_a, trans_b = trans
+    for m, n, k in [(1, 1, 1), (13, 33, 17), (7, 10, 100), (25, 47, 1030), (12, 32, 5),
+                    (1, 401, 20)]:
+        a0, b0, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        (_, a), (_, b), (cbuf, c) = guarded(a0), guarded(b0), guarded(c0)
+        (_, mask) = guarded(np.maximum(c0, 0))
+        out = _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=2.0,
+                             bias=guarded(c0[0])[1], relu_mask=mask)
+        assert out is c and np.isfinite(out).all(), f"{isa} {m}x{n}x{k}: read outside"
+        assert np.isnan(cbuf[:64]).all() and np.isnan(cbuf[-64:]).all(), \
+            f"{isa} {m}x{n}x{k}: wrote outside c"
+
+
+def test_empty_reduction(isa):
+    a = np.zeros((5, 0), np.float32)
+    b = np.zeros((0, 7), np.float32)
+    c = np.arange(35, dtype=np.float32).reshape(5, 7)
+    out = _kernels.sgemm(a, b, c.copy(), alpha=3.0, beta=2.0, bias=np.ones(7, np.float32))
+    np.testing.assert_array_equal(out, 2 * c + 1)
+    out = _kernels.sgemm(a, b, np.full((5, 7), np.nan, np.float32))
+    np.testing.assert_array_equal(out, np.zeros((5, 7), np.float32))
+
+
+# Big enough that every case runs on more than one thread, with edges in m and n.
+THREADED = [(256, 784, 1024, False, False), (784, 256, 1024, True, False),
+            (256, 1000, 1024, False, True), (250, 130, 2100, True, True),
+            (100, 128, 784, False, False), (784, 128, 100, True, False),
+            (1, 1000, 1100, False, False), (1, 1024, 784, True, False),
+            (256, 300, 1024, True, False)]
+
+
+@pytest.mark.parametrize("m,n,k,trans_a,trans_b", THREADED)
+def test_bits_do_not_depend_on_thread_count(isa, m, n, k, trans_a, trans_b):
+    rng = np.random.default_rng(7)
+    a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+    bias = rng.standard_normal(n).astype(np.float32)
+    kwargs = dict(trans_a=trans_a, trans_b=trans_b, alpha=-0.01, beta=1.0, bias=bias,
+                  relu=True)
+    one = _kernels.sgemm(a, b, c0.copy(), n_threads=1, **kwargs)
+    for n_threads in (2, 3):
+        many = _kernels.sgemm(a, b, c0.copy(), n_threads=n_threads, **kwargs)
+        np.testing.assert_array_equal(many, one, err_msg=f"{isa} n_threads={n_threads}")
+
+
+def run_on(isa, *args, **kwargs):
+    previous = _kernels.isa_active()
+    _kernels.set_isa(isa)
+    try:
+        return _kernels.sgemm(*args, **kwargs)
+    finally:
+        _kernels.set_isa(previous)
+
+
+def cross_target_cases():
+    rng = np.random.default_rng(8)
+    for m, n, k, trans_a, trans_b, kind in MODEL_GEMMS:
+        a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        kwargs = dict(trans_a=trans_a, trans_b=trans_b)
+        if kind == "bias_relu":
+            kwargs.update(bias=rng.standard_normal(n).astype(np.float32), relu=True)
+        elif kind == "bias":
+            kwargs.update(bias=rng.standard_normal(n).astype(np.float32))
+        elif kind == "mask":
+            kwargs.update(relu_mask=np.maximum(rng.standard_normal((m, n)), 0)
+                          .astype(np.float32))
+        else:
+            kwargs.update(alpha=-0.1, beta=1.0)
+        yield f"model {m}x{n}x{k} {kind}", a, b, c0, kwargs
+    for i, (m, n, k) in enumerate(SHAPES + BIG_K_SHAPES):
+        trans_a, trans_b = TRANSPOSES[i % 4]
+        a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        alpha, beta = SCALES[i % len(SCALES)]
+        yield (f"{m}x{n}x{k} trans={trans_a, trans_b}", a, b, c0,
+               dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta))
+
+
+def test_avx2_and_avx512_give_identical_bits():
+    if "avx512" not in supported_isas():
+        pytest.skip("this CPU has no AVX-512")
+    for what, a, b, c0, kwargs in cross_target_cases():
+        avx2 = run_on("avx2", a, b, c0.copy(), **kwargs)
+        avx512 = run_on("avx512", a, b, c0.copy(), **kwargs)
+        np.testing.assert_array_equal(avx512, avx2, err_msg=what)
+
+
+def test_generic_agrees_with_fma_targets():
+    best = supported_isas()[-1]
+    if best == "generic":
+        pytest.skip("no FMA target on this CPU")
+    for what, a, b, c0, kwargs in cross_target_cases():
+        generic = run_on("generic", a, b, c0.copy(), **kwargs)
+        fma = run_on(best, a, b, c0.copy(), **kwargs)
+        bound = 2 * reference.gemm_tolerance(a, b, c0, kwargs.get("trans_a", False),
+                                             kwargs.get("trans_b", False),
+                                             kwargs.get("alpha", 1.0), kwargs.get("beta", 0.0),
+                                             kwargs.get("bias"))
+        reference.assert_close(generic, fma, bound, what)
+
+
+# ---------------------------------------------------------------------------------
+# The wrapper's argument checks (mnistc/_kernels.pyx)
+
+def f32(*shape):
+    return np.ones(shape, np.float32)
+
+
+@pytest.mark.parametrize("call,error,name", [
+    (lambda: _kernels.sgemm(f32(2, 3).tolist(), f32(3, 4)), TypeError, "a"),
+    (lambda: _kernels.sgemm(f32(2, 3), np.ones((3, 4))), TypeError, "b"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), np.ones((2, 4))), TypeError, "c"),
+    (lambda: _kernels.sgemm(f32(2, 3, 1), f32(3, 4)), ValueError, "a"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3)), ValueError, "b"),
+    (lambda: _kernels.sgemm(f32(3, 2).T, f32(3, 4)), ValueError, "a"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(4, 3).T), ValueError, "b"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), f32(4, 2).T), ValueError, "c"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(2, 4)), ValueError, "inner dimensions"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), trans_a=True), ValueError,
+     "inner dimensions"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), trans_b=True), ValueError,
+     "inner dimensions"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), f32(4, 2)), ValueError, "c"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), beta=1.0), ValueError, "beta"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=f32(3)), ValueError, "bias"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=f32(1, 4)), ValueError, "bias"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=np.ones(4)), TypeError, "bias"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2)), ValueError,
+     "relu_mask"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(8)), ValueError,
+     "relu_mask"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2).T), ValueError,
+     "relu_mask"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=-1), ValueError, "n_threads"),
+])
+def test_wrapper_rejects_bad_arguments(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_wrapper_returns_new_array_and_writes_given_c():
+    a, b = f32(2, 3), f32(3, 4)
+    out = _kernels.sgemm(a, b)
+    assert out.shape == (2, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.full((2, 4), 3, np.float32))
+    c = np.zeros((2, 4), np.float32)
+    assert _kernels.sgemm(a, b, c) is c
+    np.testing.assert_array_equal(c, out)
