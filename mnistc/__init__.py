@@ -12,6 +12,15 @@ __all__ = ["__version__", "train", "load", "show_config", "MnistcError", "DataEr
 
 from .errors import CheckpointError, DataError, DownloadError, MnistcError, TrainingError
 
+try:
+    from . import _kernels  # noqa: F401  (fail here, with advice, rather than deep inside)
+except ImportError as exc:  # pragma: no cover - depends on how mnistc was installed
+    raise ImportError(
+        f"mnistc's compiled extension could not be imported ({exc}). If you are running "
+        "from a clone of the repository, build it in place with `pip install -e .` (a "
+        "plain `pip install .` installs into site-packages, which the source folder "
+        "shadows when Python starts from it)") from exc
+
 
 def train(**options):
     """Run the tutorial's training in-process and return its summary dict.
