@@ -99,6 +99,14 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     assert_one_line_error(result, 2, "--data-dir", "train-images-idx3-ubyte")
 
 
+def test_data_dir_that_is_a_file_is_a_one_line_error(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = run_cli("--data-dir", str(not_a_dir), "--no-download", "--max-steps", "1",
+                     "--train-dir", str(tmp_path / "run"))
+    assert_one_line_error(result, 2, str(not_a_dir))
+
+
 def test_existing_checkpoints_are_never_overwritten_without_a_flag(tmp_path):
     first = run_cli("--fake-data", "--max-steps", "5", "--train-dir", str(tmp_path), *SMALL)
     assert first.returncode == 0, first.stderr
