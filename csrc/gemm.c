@@ -12,6 +12,9 @@
 //    (the model's weights, the batch's gradients) or only one row tile uses it. A
 //    transposed B (NT/TT) or a larger one is packed NC columns at a time into NR-wide
 //    panels; a partial last panel (n % NR) is always packed, zero-padded.
+// A KC block with beta == 0 deeper than SPLIT_KB is cut into sub-blocks whose partial
+// chains wait in C (MNC_UK_ACC_IN/OUT, exact), so that an A tile (MR x sub-block) stays
+// in L1 and a packed B block (sub-block x NC, NC sized by PACK_B_BYTES) in L2.
 // Loop order per column block and KC block: row tiles outside, panels inside, so the
 // A tile stays in L1 while B streams from L2. Threads split a block's row tiles or its
 // panels (split_panels); the split never changes how a tile is computed.
@@ -60,6 +63,13 @@
 #define PACK_A_LDA 128
 #define PACK_A_MIN_PANELS 4
 
+#ifndef SPLIT_KB
+#define SPLIT_KB 256
+#endif
+#ifndef PACK_B_BYTES
+#define PACK_B_BYTES (1 << 20)
+#endif
+
 // Per-target block sizes and microkernel, filled from gemm_kernel.h. KC is MNC_GEMM_KC on
 // every target (it is part of the rounding contract); NC bounds the packed B block
 // (KC × NC floats per column block) so that it stays in L2.
@@ -67,17 +77,18 @@ typedef struct gemm_target {
     int mr, nr;
     int64_t nc;
     mnc_gemm_ukernel *kernel;
-    mnc_gemm_pack_bt *pack_bt;  // NULL: the portable transpose in pack_b_panel
+    mnc_gemm_pack_b *pack_b;    // NULL: the portable copy in pack_b_panel
+    mnc_gemm_pack_b *pack_bt;   // NULL: the portable transpose in pack_b_panel
     mnc_gemm_row *row;          // NULL: m == 1 goes through the tile kernel
 } gemm_target;
 
 static const gemm_target targets[3] = {
-    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic, NULL, NULL},
+    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic, NULL, NULL, NULL},
 #ifdef MNC_GEMM_X86
-    {MNC_AVX2_MR, MNC_AVX2_NR, 256, mnc_gemm_ukernel_avx2, mnc_gemm_pack_bt_avx2,
-     mnc_gemm_row_avx2},
-    {MNC_AVX512_MR, MNC_AVX512_NR, 256, mnc_gemm_ukernel_avx512, mnc_gemm_pack_bt_avx512,
-     mnc_gemm_row_avx512},
+    {MNC_AVX2_MR, MNC_AVX2_NR, 256, mnc_gemm_ukernel_avx2, mnc_gemm_pack_b_avx2,
+     mnc_gemm_pack_bt_avx2, mnc_gemm_row_avx2},
+    {MNC_AVX512_MR, MNC_AVX512_NR, 256, mnc_gemm_ukernel_avx512, mnc_gemm_pack_b_avx512,
+     mnc_gemm_pack_bt_avx512, mnc_gemm_row_avx512},
 #endif
 };
 
@@ -101,6 +112,7 @@ typedef struct gemm_call {
     int pack_all;      // pack every B panel (transposed B), else only a partial last one
     int64_t nc;        // columns per column block
     int pack_a;        // copy each transposed A tile to k-major form
+    int64_t kb;        // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
     int64_t slot;      // floats of packing buffer per (virtual) thread: B panels, A tile
     int64_t slot_b;    // the B panels' part of it
     int row_path;      // m == 1, B untransposed: the target's row kernel
@@ -123,10 +135,6 @@ static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0
         return;
     }
     const float *src = g->b + j0 * g->ldb + p0;
-    if (g->t->pack_bt != NULL && (int64_t)nr_tile * g->ldb < INT32_MAX) {
-        g->t->pack_bt(dst, src, g->ldb, kc, nr);
-        return;
-    }
     // The portable transpose, 16 k at a time so that the 16 × NR piece of the panel being
     // written stays in L1 while the nr source rows are read in short runs.
     for (int64_t p1 = 0; p1 < kc; p1 += 16) {
@@ -136,6 +144,22 @@ static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0
         for (int64_t p = p1; p < p2; p++)
             for (int j = nr; j < nr_tile; j++) dst[p * nr_tile + j] = 0.0f;
     }
+}
+
+// Columns [j0, j1) of op(B) rows [p0, p0 + kc) as consecutive panels kc * NR floats apart,
+// through the target's packer when it has one.
+static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc,
+                          int64_t j0, int64_t j1) {
+    const int nr_tile = g->t->nr;
+    mnc_gemm_pack_b *pack = g->trans_b ? g->t->pack_bt : g->t->pack_b;
+    if (pack != NULL) {
+        const float *src = g->trans_b ? g->b + j0 * g->ldb + p0 : g->b + p0 * g->ldb + j0;
+        pack(dst, kc * nr_tile, src, g->ldb, kc, j1 - j0);
+        return;
+    }
+    for (int64_t j = j0; j < j1; j += nr_tile)
+        pack_b_panel(dst + (j - j0) / nr_tile * kc * nr_tile, nr_tile, g, p0, kc, j,
+                     (int)min64(nr_tile, j1 - j));
 }
 
 // A transposed A tile copied to the kernel's k-major form: dst[p * MR + r] = op(A)(i0 + r,
@@ -198,6 +222,7 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
     const gemm_target *t = g->t;
     const int mr_tile = t->mr, nr_tile = t->nr;
     const int64_t row_tiles = ceil_div(g->m, mr_tile);
+    float *a_buf = buf + g->slot_b;
     for (int64_t jc = 0; jc < g->n; jc += g->nc) {
         int64_t panels = ceil_div(min64(g->nc, g->n - jc), nr_tile);
         int64_t q0 = 0, q1 = panels, i0 = 0, i1 = row_tiles;
@@ -207,37 +232,49 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
             i0 = row_tiles * part / g->team, i1 = row_tiles * (part + 1) / g->team;
         }
         if (q0 == q1 || i0 == i1) continue;
+        const int reuse_a = q1 - q0 >= PACK_A_MIN_PANELS;
         int64_t pc = 0;
         do {
             int64_t kc = min64(KC, g->k - pc);
             float beta = pc == 0 ? g->beta : 1.0f;
-            int last = pc + kc >= g->k;
-            for (int64_t q = q0; q < q1; q++) {
-                int64_t j = jc + q * nr_tile;
-                int nr = (int)min64(nr_tile, g->n - j);
-                if (g->pack_all)
-                    pack_b_panel(buf + (q - q0) * kc * nr_tile, nr_tile, g, pc, kc, j, nr);
-                else if (nr < nr_tile)
-                    pack_b_panel(buf, nr_tile, g, pc, kc, j, nr);
-            }
-            for (int64_t it = i0; it < i1; it++) {
-                int64_t i = it * mr_tile;
-                int mr = (int)min64(mr_tile, g->m - i);
-                const float *a = g->trans_a ? g->a + pc * g->lda + i : g->a + i * g->lda + pc;
-                int64_t rs_a = g->trans_a ? 1 : g->lda, cs_a = g->trans_a ? g->lda : 1;
-                if (g->pack_a && q1 - q0 >= PACK_A_MIN_PANELS) {
-                    pack_a_transposed(buf + g->slot_b, mr_tile, g, pc, kc, i, mr);
-                    a = buf + g->slot_b, cs_a = mr_tile;
+            int last_block = pc + kc >= g->k;
+            // The block's sub-blocks: partial chains wait in C (beta == 0 only).
+            int64_t subs = beta == 0.0f && g->kb > 0 ? ceil_div(kc, g->kb) : 1;
+            int64_t kb_step = subs > 1 ? (ceil_div(kc, subs) + 15) / 16 * 16 : kc;
+            for (int64_t ps = 0; ps < kc; ps += kb_step) {
+                int64_t p0 = pc + ps, kb = min64(kb_step, kc - ps);
+                int flags = (ps > 0 ? MNC_UK_ACC_IN : 0) | (ps + kb < kc ? MNC_UK_ACC_OUT : 0);
+                int last = last_block && ps + kb >= kc;
+                if (g->pack_all) {
+                    pack_b_panels(buf, g, p0, kb, jc + q0 * nr_tile,
+                                  min64(g->n, jc + q1 * nr_tile));
+                } else if (jc + q1 * nr_tile > g->n) {  // the partial last panel
+                    int64_t j = jc + (q1 - 1) * nr_tile;
+                    pack_b_panels(buf, g, p0, kb, j, g->n);
                 }
-                for (int64_t q = q0; q < q1; q++) {
-                    int64_t j = jc + q * nr_tile;
-                    int nr = (int)min64(nr_tile, g->n - j);
-                    const float *b = buf + (g->pack_all ? (q - q0) * kc * nr_tile : 0);
-                    int64_t rs_b = nr_tile;
-                    if (!g->pack_all && nr == nr_tile) b = g->b + pc * g->ldb + j, rs_b = g->ldb;
-                    float *c = g->c + i * g->ldc + j;
-                    t->kernel(kc, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c, g->ldc);
-                    if (last && g->ep != NULL) epilogue_tile(g->ep, g->c, g->ldc, i, j, mr, nr);
+                const int packed_a = g->pack_a && reuse_a;
+                for (int64_t it = i0; it < i1; it++) {
+                    int64_t i = it * mr_tile;
+                    int mr = (int)min64(mr_tile, g->m - i);
+                    const float *a = g->trans_a ? g->a + p0 * g->lda + i : g->a + i * g->lda + p0;
+                    int64_t rs_a = g->trans_a ? 1 : g->lda, cs_a = g->trans_a ? g->lda : 1;
+                    if (packed_a) {
+                        pack_a_transposed(a_buf, mr_tile, g, p0, kb, i, mr);
+                        a = a_buf, cs_a = mr_tile;
+                    }
+                    for (int64_t q = q0; q < q1; q++) {
+                        int64_t j = jc + q * nr_tile;
+                        int nr = (int)min64(nr_tile, g->n - j);
+                        const float *b = buf + (g->pack_all ? (q - q0) * kb * nr_tile : 0);
+                        int64_t rs_b = nr_tile;
+                        if (!g->pack_all && nr == nr_tile)
+                            b = g->b + p0 * g->ldb + j, rs_b = g->ldb;
+                        float *c = g->c + i * g->ldc + j;
+                        t->kernel(kb, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c,
+                                  g->ldc, flags);
+                        if (last && g->ep != NULL)
+                            epilogue_tile(g->ep, g->c, g->ldc, i, j, mr, nr);
+                    }
                 }
             }
             pc += kc;
@@ -311,7 +348,7 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     if (k < 0) k = 0;
     mnc_isa isa = mnc_isa_active();
     gemm_call g = {target_for(isa), trans_a != 0, trans_b != 0, m, n, k, alpha, beta,
-                   a, b, lda, ldb, c, ldc, ep, 0, n, 0, 0, 0, 0, 1};
+                   a, b, lda, ldb, c, ldc, ep, 0, n, 0, 0, 0, 0, 0, 1};
     if (ep != NULL && ep->bias == NULL && !ep->relu && ep->relu_mask == NULL) g.ep = NULL;
     float *buf = NULL;
     if (m == 1 && !g.trans_b && g.t->row != NULL) {
@@ -322,7 +359,13 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         const int64_t mr = g.t->mr, nr = g.t->nr;
         g.pack_all = g.trans_b ||
                      (m > mr && (double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES);
-        if (g.pack_all) g.nc = min64(g.t->nc, n);
+        g.kb = k > SPLIT_KB ? SPLIT_KB : 0;
+        if (g.pack_all) {
+            // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
+            int64_t depth = g.kb > 0 && beta == 0.0f && k <= KC ? g.kb : min64(KC, k);
+            int64_t nc = PACK_B_BYTES / (depth * 4) / nr * nr;
+            g.nc = min64(nc > g.t->nc ? nc : g.t->nc, n);
+        }
 
         double flops = 2.0 * (double)m * (double)n * (double)k;
         int64_t panels = ceil_div(g.nc, nr), row_tiles = ceil_div(m, mr);

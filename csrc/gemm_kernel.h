@@ -29,13 +29,19 @@
 //    C (AVX-512 lane masks, AVX2 vmaskmov, the generic kernel a bounded loop) — never
 //    another summation order.
 //
-// A target may also supply a packer for transposed B panels (the one packing that is a
-// transpose; NULL: gemm.c's portable loop):
+// A KC block may be cut into consecutive sub-blocks whose partial chains wait in C
+// between calls (flags, only ever with beta == 0 for the block): the float32 accumulator
+// is stored and reloaded exactly, so the chain, and every bit, is the one above.
+//  - MNC_UK_ACC_IN:  acc[r][j] starts from C[r][j] (a partial chain) instead of 0;
+//  - MNC_UK_ACC_OUT: C[r][j] = acc[r][j] (the partial chain), no alpha/beta.
+// flags == 0 is the plain call above.
 //
-//   dst[p * NR + j] = b[j * ldb + p] for p < kc, j < nr;  0 for nr <= j < NR
+// A target may also supply packers for n columns of B, i.e. ceil(n / NR) consecutive
+// panels panel_stride floats apart (NULL: gemm.c's portable loops). With op(B)(p, j) =
+// b[p * ldb + j] (pack_b) or b[j * ldb + p] (pack_bt, a transpose), for panel q:
 //
-// b points at op(B)(0, 0) of the panel; gemm.c guarantees NR * ldb < 2^31 (the AVX
-// packers use 32-bit gather indices).
+//   dst[q * panel_stride + p * NR + j] = op(B)(p, q * NR + j)  for p < kc, q * NR + j < n
+//                                        0                     for n <= q * NR + j
 //
 // A target may also supply a row kernel for m == 1 with an untransposed B (a batch of
 // one: a matrix-vector product; NULL: the tile kernel). Same chain, same rounding:
@@ -58,12 +64,16 @@
 typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc);
+                              float beta, float *c, int64_t ldc, int flags);
 
-typedef void mnc_gemm_pack_bt(float *dst, const float *b, int64_t ldb, int64_t kc, int nr);
+typedef void mnc_gemm_pack_b(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
+                             int64_t kc, int64_t n);
 
 typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                           const float *b, int64_t ldb, float beta, float *c);
+
+#define MNC_UK_ACC_IN 1
+#define MNC_UK_ACC_OUT 2
 
 // Register tiles of each target (floats). NR is a multiple of the vector width.
 #define MNC_GENERIC_MR 4
@@ -76,24 +86,33 @@ typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int
 void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc);
+                              float beta, float *c, int64_t ldc, int flags);
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define MNC_GEMM_X86 1
-void mnc_gemm_pack_bt_avx2(float *dst, const float *b, int64_t ldb, int64_t kc, int nr);
+void mnc_gemm_pack_b_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
+                          int64_t kc, int64_t n);
+void mnc_gemm_pack_bt_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
+                           int64_t kc, int64_t n);
 void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                        const float *b, int64_t ldb, float beta, float *c);
+// dst[j] = (float)src[j] * scale for j < d (nn.c's batch gather, one row; exact convert,
+// one float32 multiply: the same bits as the portable loop).
+void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale);
 void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                          const float *b, int64_t ldb, float beta, float *c);
-void mnc_gemm_pack_bt_avx512(float *dst, const float *b, int64_t ldb, int64_t kc, int nr);
+void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
+                            int64_t kc, int64_t n);
+void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
+                             int64_t kc, int64_t n);
 void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
                            const float *a, int64_t rs_a, int64_t cs_a,
                            const float *b, int64_t rs_b,
-                           float beta, float *c, int64_t ldc);
+                           float beta, float *c, int64_t ldc, int flags);
 void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alpha,
                              const float *a, int64_t rs_a, int64_t cs_a,
                              const float *b, int64_t rs_b,
-                             float beta, float *c, int64_t ldc);
+                             float beta, float *c, int64_t ldc, int flags);
 #endif
 
 #endif  // MNISTC_GEMM_KERNEL_H

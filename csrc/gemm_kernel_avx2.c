@@ -4,7 +4,7 @@
 //    specialised at compile time for every row count, both vector counts and both A
 //    layouts;
 //  - the row kernel for m == 1 (12 ymm = 96 columns per block);
-//  - the transposed-B panel packer (hardware gathers).
+//  - the B panel packers (a transposed B through 8×8 register transposes).
 // Only these functions use AVX2; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
 
@@ -32,12 +32,23 @@ ALWAYS_INLINE KERNEL_TARGET __m256i lane_mask(int nr, int v) {
 ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int rows_a,
                                       int64_t k, int nr, float alpha, const float *a,
                                       int64_t rs_a, int64_t cs_a, const float *b,
-                                      int64_t rs_b, float beta, float *c, int64_t ldc) {
+                                      int64_t rs_b, float beta, float *c, int64_t ldc,
+                                      int flags) {
     __m256 acc[MR][2];
+    if (flags & MNC_UK_ACC_IN) {
 #pragma GCC unroll 6
-    for (int r = 0; r < rows; r++)
+        for (int r = 0; r < rows; r++)
 #pragma GCC unroll 2
-        for (int v = 0; v < nv; v++) acc[r][v] = _mm256_setzero_ps();
+            for (int v = 0; v < nv; v++)
+                acc[r][v] = nr - 8 * v >= 8 ? _mm256_loadu_ps(c + r * ldc + 8 * v)
+                                            : _mm256_maskload_ps(c + r * ldc + 8 * v,
+                                                                 lane_mask(nr, v));
+    } else {
+#pragma GCC unroll 6
+        for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm256_setzero_ps();
+    }
 
     if (rows_a) {
         const float *a0 = a, *a3 = a + 3 * rs_a;
@@ -80,7 +91,9 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
             int full = nr - 8 * v >= 8;
             __m256i m = lane_mask(nr, v);
             __m256 out;
-            if (beta == 0.0f) {
+            if (flags & MNC_UK_ACC_OUT) {
+                out = acc[r][v];
+            } else if (beta == 0.0f) {
                 out = _mm256_mul_ps(va, acc[r][v]);
             } else {
                 __m256 old = full ? _mm256_loadu_ps(cr + 8 * v)
@@ -96,18 +109,19 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
 #define ROWS_CASE(R)                                                                  \
     case R:                                                                           \
         if (rows_a) {                                                                 \
-            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc); \
-            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);   \
+            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
+            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
         } else {                                                                      \
-            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc); \
-            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);   \
+            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
+            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
         }                                                                             \
         break;
 
 KERNEL_TARGET void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
                                          const float *a, int64_t rs_a, int64_t cs_a,
                                          const float *b, int64_t rs_b,
-                                         float beta, float *c, int64_t ldc) {
+                                         float beta, float *c, int64_t ldc,
+                                         int flags) {
     int nv = nr > 8 ? 2 : 1;
     int rows_a = cs_a == 1;
     switch (mr) {
@@ -116,21 +130,78 @@ KERNEL_TARGET void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
     }
 }
 
-// Transposed B panel: one 8-lane gather per k and ymm; lanes past nr gather nothing and
-// stay 0.
-KERNEL_TARGET void mnc_gemm_pack_bt_avx2(float *dst, const float *b, int64_t ldb,
-                                         int64_t kc, int nr) {
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i row0 = _mm256_mullo_epi32(lane, _mm256_set1_epi32((int)ldb));
-    __m256i row1 = _mm256_add_epi32(row0, _mm256_set1_epi32((int)(8 * ldb)));
-    __m256 m0 = _mm256_castsi256_ps(lane_mask(nr, 0));
-    __m256 m1 = _mm256_castsi256_ps(lane_mask(nr, 1));
-    __m256 zero = _mm256_setzero_ps();
+// 8×8 transpose in registers: r[i][j] -> r[j][i].
+ALWAYS_INLINE KERNEL_TARGET void transpose8(__m256 r[8]) {
+    __m256 t[8], s[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {  // s[4i + c], lane L: column 4L + c of rows 4i..4i+3
+        s[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        s[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        s[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        s[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
+    }
+}
+
+// Transposed B, panel by panel: 8 k × 8 columns at a time are read as 8 runs of 32 bytes
+// and transposed in registers; rows past n read nothing and give 0, k past kc is
+// neither read nor written.
+KERNEL_TARGET void mnc_gemm_pack_bt_avx2(float *dst, int64_t panel_stride, const float *b,
+                                         int64_t ldb, int64_t kc, int64_t n) {
+    for (int64_t j0 = 0; j0 < n; j0 += MNC_AVX2_NR) {
+        float *panel = dst + j0 / MNC_AVX2_NR * panel_stride;
+        for (int64_t p0 = 0; p0 < kc; p0 += 8) {
+            int kp = kc - p0 < 8 ? (int)(kc - p0) : 8;
+            __m256i mp = lane_mask(kp, 0);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256 r[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    int64_t j = j0 + 8 * h + i;
+                    r[i] = j >= n ? _mm256_setzero_ps()
+                         : kp == 8 ? _mm256_loadu_ps(b + j * ldb + p0)
+                                   : _mm256_maskload_ps(b + j * ldb + p0, mp);
+                }
+                transpose8(r);
+                float *d = panel + p0 * MNC_AVX2_NR + 8 * h;
+                for (int c = 0; c < kp; c++) _mm256_storeu_ps(d + c * MNC_AVX2_NR, r[c]);
+            }
+        }
+    }
+}
+
+// Untransposed B: each row of kc is copied across the panels (two ymm per panel, the
+// last panel masked and zero-padded), so the source is read as contiguous rows.
+KERNEL_TARGET void mnc_gemm_pack_b_avx2(float *dst, int64_t panel_stride, const float *b,
+                                        int64_t ldb, int64_t kc, int64_t n) {
+    int64_t full = n / MNC_AVX2_NR;
+    int rest = (int)(n - full * MNC_AVX2_NR);
+    __m256i m0 = lane_mask(rest, 0), m1 = lane_mask(rest, 1);
     for (int64_t p = 0; p < kc; p++) {
-        __m256 v0 = _mm256_mask_i32gather_ps(zero, b + p, row0, m0, 4);
-        __m256 v1 = _mm256_mask_i32gather_ps(zero, b + p, row1, m1, 4);
-        _mm256_storeu_ps(dst + p * MNC_AVX2_NR, v0);
-        _mm256_storeu_ps(dst + p * MNC_AVX2_NR + 8, v1);
+        const float *src = b + p * ldb;
+        float *d = dst + p * MNC_AVX2_NR;
+        for (int64_t q = 0; q < full; q++) {
+            __m256 v0 = _mm256_loadu_ps(src + q * MNC_AVX2_NR);
+            __m256 v1 = _mm256_loadu_ps(src + q * MNC_AVX2_NR + 8);
+            _mm256_storeu_ps(d + q * panel_stride, v0);
+            _mm256_storeu_ps(d + q * panel_stride + 8, v1);
+        }
+        if (rest) {
+            __m256 v0 = _mm256_maskload_ps(src + full * MNC_AVX2_NR, m0);
+            __m256 v1 = _mm256_maskload_ps(src + full * MNC_AVX2_NR + 8, m1);
+            _mm256_storeu_ps(d + full * panel_stride, v0);
+            _mm256_storeu_ps(d + full * panel_stride + 8, v1);
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //    (1..12), both vector counts and both A layouts, so edge tiles and a transposed A
 //    need no other code path;
 //  - the row kernel for m == 1 (24 zmm = 384 columns per block);
-//  - the transposed-B panel packer (hardware gathers).
+//  - the B panel packers (a transposed B through 16×16 register transposes).
 // Only these functions use AVX-512; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
 
@@ -20,6 +20,15 @@
 #define ALWAYS_INLINE static __forceinline
 #endif
 
+#ifndef PACK_AHEAD
+#define PACK_AHEAD 4    // rows of B prefetched ahead by the untransposed packer
+#endif
+#ifndef PACK_AHEAD_T
+#define PACK_AHEAD_T 4  // cache lines prefetched ahead in each row by the transposing one
+#endif
+#ifndef C_PREFETCH
+#define C_PREFETCH 1
+#endif
 #define ROW_VECTORS 24  // zmm accumulators of the row kernel: 384 columns per block
 
 // Columns [16 v, 16 v + 16) of the tile that are inside nr, as a lane mask.
@@ -34,12 +43,31 @@ ALWAYS_INLINE KERNEL_TARGET __mmask16 lane_mask(int nr, int v) {
 ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int rows_a,
                                       int64_t k, int nr, float alpha, const float *a,
                                       int64_t rs_a, int64_t cs_a, const float *b,
-                                      int64_t rs_b, float beta, float *c, int64_t ldc) {
+                                      int64_t rs_b, float beta, float *c, int64_t ldc,
+                                      int flags) {
     __m512 acc[MR][2];
+    __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
+#if C_PREFETCH
+    if (beta != 0.0f) {  // C (e.g. weights updated in place) often comes from L3: ask now
 #pragma GCC unroll 12
-    for (int r = 0; r < rows; r++)
+        for (int r = 0; r < rows; r++) {
+            _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+            _mm_prefetch((const char *)(c + r * ldc + 16 * nv - 1), _MM_HINT_T0);
+        }
+    }
+#endif
+    if (flags & MNC_UK_ACC_IN) {
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; r++)
 #pragma GCC unroll 2
-        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+            for (int v = 0; v < nv; v++)
+                acc[r][v] = _mm512_maskz_loadu_ps(v ? m1 : m0, c + r * ldc + 16 * v);
+    } else {
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; r++)
+#pragma GCC unroll 2
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    }
 
     if (rows_a) {
         const float *a0 = a, *a3 = a + 3 * rs_a, *a6 = a + 6 * rs_a, *a9 = a + 9 * rs_a;
@@ -74,7 +102,6 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
     }
 
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
 #pragma GCC unroll 12
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
@@ -82,7 +109,9 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
         for (int v = 0; v < nv; v++) {
             __mmask16 m = v ? m1 : m0;
             __m512 out;
-            if (beta == 0.0f) {
+            if (flags & MNC_UK_ACC_OUT) {
+                out = acc[r][v];
+            } else if (beta == 0.0f) {
                 out = _mm512_mul_ps(va, acc[r][v]);
             } else {
                 __m512 old = _mm512_maskz_loadu_ps(m, cr + 16 * v);
@@ -96,18 +125,19 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
 #define ROWS_CASE(R)                                                                  \
     case R:                                                                           \
         if (rows_a) {                                                                 \
-            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc); \
-            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);   \
+            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
+            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
         } else {                                                                      \
-            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc); \
-            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);   \
+            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
+            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
         }                                                                             \
         break;
 
 KERNEL_TARGET void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alpha,
                                            const float *a, int64_t rs_a, int64_t cs_a,
                                            const float *b, int64_t rs_b,
-                                           float beta, float *c, int64_t ldc) {
+                                           float beta, float *c, int64_t ldc,
+                                           int flags) {
     int nv = nr > 16 ? 2 : 1;
     int rows_a = cs_a == 1;
     switch (mr) {
@@ -117,21 +147,120 @@ KERNEL_TARGET void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alph
     }
 }
 
-// Transposed B panel: one 16-lane gather per k and zmm; lanes past nr gather nothing and
-// stay 0. Consecutive k read the next float of the same 32 source lines, so each line is
-// fetched from memory once.
-KERNEL_TARGET void mnc_gemm_pack_bt_avx512(float *dst, const float *b, int64_t ldb,
-                                           int64_t kc, int nr) {
-    __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __m512i row0 = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ldb));
-    __m512i row1 = _mm512_add_epi32(row0, _mm512_set1_epi32((int)(16 * ldb)));
-    __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
-    __m512 zero = _mm512_setzero_ps();
+// 16×16 transpose in registers: r[i][j] -> r[j][i]. Four rounds of 16 shuffles (BLIS
+// and the Intel manuals use the same network): pairs of rows, pairs of pairs (64-bit),
+// then 128-bit lanes twice.
+ALWAYS_INLINE KERNEL_TARGET void transpose16(__m512 r[16]) {
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {  // r[4i + c], lane L: column 4L + c of rows 4i..4i+3
+        __m512d lo = _mm512_castps_pd(t[4 * i]), hi = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d lo2 = _mm512_castps_pd(t[4 * i + 2]), hi2 = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, lo2));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, lo2));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi, hi2));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi, hi2));
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        t[c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);           // lanes 0, 2
+        t[4 + c] = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);       // lanes 1, 3
+        t[8 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {  // column 4L + c is lane L of the four pieces
+        r[c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(t[c], t[8 + c], 0xdd);
+        r[4 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(t[4 + c], t[12 + c], 0xdd);
+    }
+}
+
+// Transposed B, panel by panel: 16 k × 16 columns at a time are read as 16 runs of 64
+// bytes (one per source row) and transposed in registers; rows past n read nothing and
+// give 0, k past kc is neither read nor written.
+KERNEL_TARGET void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, const float *b,
+                                           int64_t ldb, int64_t kc, int64_t n) {
+    for (int64_t j0 = 0; j0 < n; j0 += MNC_AVX512_NR) {
+        float *panel = dst + j0 / MNC_AVX512_NR * panel_stride;
+        for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+            int kp = kc - p0 < 16 ? (int)(kc - p0) : 16;
+            __mmask16 mp = lane_mask(kp, 0);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512 r[16];
+#pragma GCC unroll 16
+                for (int i = 0; i < 16; i++) {
+                    int64_t j = j0 + 16 * h + i;
+                    if (j < n && p0 + 16 * PACK_AHEAD_T < kc)
+                        _mm_prefetch((const char *)(b + j * ldb + p0 + 16 * PACK_AHEAD_T),
+                                     _MM_HINT_T0);
+                    r[i] = j < n ? _mm512_maskz_loadu_ps(mp, b + j * ldb + p0)
+                                 : _mm512_setzero_ps();
+                }
+                transpose16(r);
+                float *d = panel + p0 * MNC_AVX512_NR + 16 * h;
+                if (kp == 16) {
+#pragma GCC unroll 16
+                    for (int c = 0; c < 16; c++) _mm512_storeu_ps(d + c * MNC_AVX512_NR, r[c]);
+                } else {
+                    for (int c = 0; c < kp; c++) _mm512_storeu_ps(d + c * MNC_AVX512_NR, r[c]);
+                }
+            }
+        }
+    }
+}
+
+// Untransposed B: each row of kc is copied across the panels (two zmm per panel, the
+// last panel masked and zero-padded), so the source is read as contiguous rows.
+KERNEL_TARGET void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, const float *b,
+                                          int64_t ldb, int64_t kc, int64_t n) {
+    int64_t full = n / MNC_AVX512_NR;
+    int rest = (int)(n - full * MNC_AVX512_NR);
+    __mmask16 m0 = lane_mask(rest, 0), m1 = lane_mask(rest, 1);
     for (int64_t p = 0; p < kc; p++) {
-        __m512 v0 = _mm512_mask_i32gather_ps(zero, m0, row0, b + p, 4);
-        __m512 v1 = _mm512_mask_i32gather_ps(zero, m1, row1, b + p, 4);
-        _mm512_storeu_ps(dst + p * MNC_AVX512_NR, v0);
-        _mm512_storeu_ps(dst + p * MNC_AVX512_NR + 16, v1);
+        const float *src = b + p * ldb;
+        float *d = dst + p * MNC_AVX512_NR;
+        for (int64_t q = 0; q < full; q++) {
+            // B usually comes from L3 (the weights, just updated): ask for the row
+            // PACK_AHEAD rows on while this one is copied.
+            if (p + PACK_AHEAD < kc) {
+                const char *ahead = (const char *)(src + PACK_AHEAD * ldb + q * MNC_AVX512_NR);
+                _mm_prefetch(ahead, _MM_HINT_T0);
+                _mm_prefetch(ahead + 64, _MM_HINT_T0);
+            }
+            __m512 v0 = _mm512_loadu_ps(src + q * MNC_AVX512_NR);
+            __m512 v1 = _mm512_loadu_ps(src + q * MNC_AVX512_NR + 16);
+            _mm512_storeu_ps(d + q * panel_stride, v0);
+            _mm512_storeu_ps(d + q * panel_stride + 16, v1);
+        }
+        if (rest) {
+            __m512 v0 = _mm512_maskz_loadu_ps(m0, src + full * MNC_AVX512_NR);
+            __m512 v1 = _mm512_maskz_loadu_ps(m1, src + full * MNC_AVX512_NR + 16);
+            _mm512_storeu_ps(d + full * panel_stride, v0);
+            _mm512_storeu_ps(d + full * panel_stride + 16, v1);
+        }
+    }
+}
+
+KERNEL_TARGET void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d,
+                                       float scale) {
+    __m512 vs = _mm512_set1_ps(scale);
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + j)));
+        _mm512_storeu_ps(dst + j, _mm512_mul_ps(_mm512_cvtepi32_ps(x), vs));
+    }
+    if (j < d) {
+        __mmask16 m = lane_mask((int)(d - j), 0);
+        __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, src + j));
+        _mm512_mask_storeu_ps(dst + j, m, _mm512_mul_ps(_mm512_cvtepi32_ps(x), vs));
     }
 }
 

@@ -41,8 +41,13 @@
 
 ALWAYS_INLINE void tile(const int rows, const int rows_a, int64_t k, int nr, float alpha,
                         const float *a, int64_t rs_a, int64_t cs_a, const float *b,
-                        int64_t rs_b, float beta, float *c, int64_t ldc) {
+                        int64_t rs_b, float beta, float *c, int64_t ldc, int flags) {
     float acc0[NR] = {0}, acc1[NR] = {0}, acc2[NR] = {0}, acc3[NR] = {0};
+    if (flags & MNC_UK_ACC_IN) {
+        float *in[MR] = {acc0, acc1, acc2, acc3};
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < nr; j++) in[r][j] = c[r * ldc + j];
+    }
     for (int64_t p = 0; p < k; p++) {
         const float *bp = b + p * rs_b;
         float x0 = A_AT(0);
@@ -61,20 +66,21 @@ ALWAYS_INLINE void tile(const int rows, const int rows_a, int64_t k, int nr, flo
     for (int r = 0; r < rows; r++) {
         float *cr = c + r * ldc;
         for (int j = 0; j < nr; j++)
-            cr[j] = beta == 0.0f ? alpha * acc[r][j] : MUL_ADD(alpha, acc[r][j], beta * cr[j]);
+            cr[j] = (flags & MNC_UK_ACC_OUT) ? acc[r][j]
+                  : beta == 0.0f ? alpha * acc[r][j] : MUL_ADD(alpha, acc[r][j], beta * cr[j]);
     }
 }
 
 #define ROWS_CASE(R)                                                                  \
     case R:                                                                           \
-        if (rows_a) tile(R, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);   \
-        else tile(R, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc);          \
+        if (rows_a) tile(R, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
+        else tile(R, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);          \
         break;
 
 KERNEL_OPTIONS void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc) {
+                              float beta, float *c, int64_t ldc, int flags) {
     int rows_a = cs_a == 1;
     switch (mr) {
         ROWS_CASE(1) ROWS_CASE(2) ROWS_CASE(3) ROWS_CASE(4)

@@ -100,6 +100,33 @@ def test_reduction_blocks_round_like_the_contract():
     np.testing.assert_array_equal(whole, split)
 
 
+@pytest.mark.parametrize("trans_b", [False, True], ids=["NN", "NT"])
+def test_sub_blocks_keep_one_chain(isa, trans_b):
+    """With beta = 0 a KC block may be cut into sub-blocks whose partial sums wait in C
+    (gemm.c, k > 256): the chain, and every bit, must be the uncut one. Each row of C
+    equals the m = 1 call, which the row kernel computes in one piece (FMA targets)."""
+    if isa == "generic":
+        pytest.skip("the row kernel is an FMA target's")
+    rng = np.random.default_rng(11)
+    for m, n, k in [(30, 70, 257), (25, 64, 300), (13, 100, 784), (40, 33, KC),
+                    (12, 32, 2 * KC + 300)]:
+        a, b, _ = operands(rng, m, n, k, False, trans_b)
+        mask = np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        b_nn = np.ascontiguousarray(b.T) if trans_b else b
+        for kwargs in (dict(alpha=0.5), dict(relu_mask=mask), dict(bias=bias, relu=True)):
+            whole = run_on(isa, a, b, np.zeros((m, n), np.float32), trans_b=trans_b,
+                           **kwargs)
+            for i in range(m):
+                row_kwargs = dict(kwargs)
+                if "relu_mask" in kwargs:
+                    row_kwargs["relu_mask"] = np.ascontiguousarray(mask[i:i + 1])
+                row = run_on(isa, np.ascontiguousarray(a[i:i + 1]), b_nn,
+                             np.zeros((1, n), np.float32), **row_kwargs)
+                np.testing.assert_array_equal(
+                    whole[i:i + 1], row, err_msg=f"{isa} {m}x{n}x{k} row {i} {list(kwargs)}")
+
+
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
 def test_epilogues(isa, trans):
     rng = np.random.default_rng(4)
