@@ -84,6 +84,16 @@ def _pgm_header(raw, path):
     return fields, pos
 
 
+def _check_pixel_count(path, found, unit):
+    """A PGM body must hold exactly one 28x28 image: `found` pixel bytes or values."""
+    if found < PIXELS:
+        raise DataError(f"{path}: truncated PGM: expected {PIXELS} pixel {unit}, "
+                        f"found {found}")
+    if found > PIXELS:
+        raise DataError(f"{path}: {found - PIXELS} {unit} after the {PIXELS} pixels "
+                        "(several images in one PGM are not supported)")
+
+
 def parse_pgm(raw, path="<pgm>"):
     """uint8 [28, 28] from the bytes of a P5 or P2 PGM; DataError naming `path` on any
     fault (bad header, wrong size, 16-bit, sample > maxval, short or trailing data)."""
@@ -101,21 +111,11 @@ def parse_pgm(raw, path="<pgm>"):
                         "(resize and centre the digit yourself; nothing is resized here)")
     body = raw[pos + 1:]
     if magic == b"P5":
-        if len(body) < PIXELS:
-            raise DataError(f"{path}: truncated PGM: expected {PIXELS} bytes of pixel "
-                            f"data, found {len(body)}")
-        if len(body) > PIXELS:
-            raise DataError(f"{path}: {len(body) - PIXELS} bytes after the {PIXELS} "
-                            "pixels (several images in one PGM are not supported)")
+        _check_pixel_count(path, len(body), "bytes")
         pixels = np.frombuffer(bytes(body), np.uint8).astype(np.int64)
     else:
         tokens = bytes(body).split()
-        if len(tokens) < PIXELS:
-            raise DataError(f"{path}: truncated PGM: expected {PIXELS} pixel values, "
-                            f"found {len(tokens)}")
-        if len(tokens) > PIXELS:
-            raise DataError(f"{path}: {len(tokens) - PIXELS} values after the {PIXELS} "
-                            "pixels (several images in one PGM are not supported)")
+        _check_pixel_count(path, len(tokens), "values")
         bad = next((i for i, t in enumerate(tokens) if not t.isdigit() or len(t) > 5), None)
         if bad is not None:
             raise DataError(f"{path}: pixel {bad} is {tokens[bad][:12]!r}, not a decimal "

@@ -98,11 +98,8 @@ BROKEN_IMAGE_FILES = {
 }
 
 
-@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
-@pytest.mark.parametrize("case", list(BROKEN_IMAGE_FILES))
-def test_broken_image_files_raise_data_error(tmp_path, case, gz):
-    content, fragment = BROKEN_IMAGE_FILES[case]
-    path = write_bytes(tmp_path / "train-images-idx3-ubyte", content, gz)
+def read_images_expecting_error(path):
+    """read_idx_images(path) must raise DataError; returns (excinfo, peak bytes traced)."""
     tracemalloc.start()
     try:
         with pytest.raises(DataError) as excinfo:
@@ -110,6 +107,15 @@ def test_broken_image_files_raise_data_error(tmp_path, case, gz):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return excinfo, peak
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize("case", list(BROKEN_IMAGE_FILES))
+def test_broken_image_files_raise_data_error(tmp_path, case, gz):
+    content, fragment = BROKEN_IMAGE_FILES[case]
+    path = write_bytes(tmp_path / "train-images-idx3-ubyte", content, gz)
+    excinfo, peak = read_images_expecting_error(path)
     assert_data_error(excinfo, path, fragment)
     assert peak < 4 << 20, f"reading a broken file allocated {peak} bytes"
 
@@ -172,13 +178,7 @@ def test_gzip_bomb_is_not_inflated(tmp_path):
     for _ in range(64):
         stream += compressor.compress(bytes(1 << 20))
     path = write_bytes(tmp_path / "bomb.gz", stream + compressor.flush())
-    tracemalloc.start()
-    try:
-        with pytest.raises(DataError) as excinfo:
-            data.read_idx_images(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    excinfo, peak = read_images_expecting_error(path)
     assert_data_error(excinfo, path, "trailing garbage")
     assert peak < 4 << 20
 

@@ -356,7 +356,7 @@ def test_pgm_with_a_small_maxval_is_rescaled_to_255():
 @pytest.mark.parametrize("raw, fragment", [
     (b"P5\n27 28\n255\n" + bytes(27 * 28), "27x28"),
     (b"P5\n28 28\n255\n" + bytes(100),
-     "truncated PGM: expected 784 bytes of pixel data, found 100"),
+     "truncated PGM: expected 784 pixel bytes, found 100"),
     (b"P5\n28 28\n255\n" + bytes(785), "1 bytes after"),
     (b"P2\n28 28\n255\n" + b"0 " * 783, "truncated PGM: expected 784 pixel values, found 783"),
     (b"P2\n28 28\n255\n" + b"0 " * 783 + b"x", "pixel 783"),
