@@ -1,5 +1,5 @@
 """Training-step and epoch benchmarks: mnistc against the same SGD step written in
-NumPy (and in PyTorch when it is installed), measured side by side in one session.
+NumPy (and in PyTorch and JAX when installed), measured side by side in one session.
 
 Groups: `step` (one training step, batch fetch included, small and wide nets, 1 and 2
 threads) and `epoch` (one pass over the 55000 training examples of the tutorial's net).
@@ -14,6 +14,14 @@ import pytest
 
 from mnistc import data
 from mnistc.model import MLP, PIXEL_SCALE
+
+# XLA sizes its thread pool itself (its thread flags did not keep it to one core here),
+# so a 1-thread JAX row needs the whole session pinned to one CPU:
+# MNISTC_BENCH_JAX_THREADS=1 does that and runs only the 1-thread rows. By default JAX
+# runs at XLA's own choice (all cores, reported as 2 on this 2-core machine).
+JAX_THREADS = int(os.environ.get("MNISTC_BENCH_JAX_THREADS", "2"))
+if JAX_THREADS == 1 and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 NETS = {
     "small": ((128, 32), 100),   # the tutorial's 784-128-32-10 at batch 100
@@ -128,6 +136,39 @@ def torch_step_fn(model, threads):
     return step
 
 
+def jax_step_fn(model, threads):
+    if threads != JAX_THREADS:
+        pytest.skip(f"JAX runs at {JAX_THREADS} thread(s) in this session "
+                    "(set MNISTC_BENCH_JAX_THREADS)")
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    params = [(jnp.asarray(model.params[f"{n}/weights"]), jnp.asarray(model.params[f"{n}/biases"]))
+              for n in model.names]
+
+    def loss_fn(params, x, y):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i + 1 < len(params):
+                h = jax.nn.relu(h)
+        picked = jnp.take_along_axis(h, y[:, None], axis=1)[:, 0]
+        return jnp.mean(jax.nn.logsumexp(h, axis=1) - picked)
+
+    @jax.jit
+    def update(params, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        return [(w - LEARNING_RATE * gw, b - LEARNING_RATE * gb)
+                for (w, b), (gw, gb) in zip(params, grads)], loss
+
+    state = {"params": params}
+
+    def step(images, labels, idx):
+        x = images[idx].astype(np.float32) * np.float32(PIXEL_SCALE)
+        state["params"], loss = update(state["params"], x, labels[idx].astype(np.int32))
+        return float(loss)  # waits for the result
+    return step
+
+
 def make_model(net):
     hidden, batch = NETS[net]
     model = MLP(hidden, batch)
@@ -137,9 +178,11 @@ def make_model(net):
 
 @pytest.mark.benchmark(group="step")
 @pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("impl", ["mnistc", "numpy", "torch"])
+@pytest.mark.parametrize("impl", ["mnistc", "numpy", "torch", "jax"])
 @pytest.mark.parametrize("net", list(NETS))
 def test_step(benchmark, train_set, net, impl, threads):
+    if JAX_THREADS == 1 and threads > 1:
+        pytest.skip("this session is pinned to one CPU (MNISTC_BENCH_JAX_THREADS=1)")
     model, batch = make_model(net)
     images, labels = train_set.images, train_set.labels
     next_idx = train_set.next_batch_indices
@@ -155,10 +198,10 @@ def test_step(benchmark, train_set, net, impl, threads):
         context = thread_limit(threads)
         benchmark.extra_info["blas"] = blas_description()
     else:
-        torch_step = torch_step_fn(model, threads)
+        framework_step = (torch_step_fn if impl == "torch" else jax_step_fn)(model, threads)
 
         def run():
-            return torch_step(images, labels, next_idx(batch))
+            return framework_step(images, labels, next_idx(batch))
         context = contextlib.nullcontext()
     with context:
         for _ in range(20):  # warm caches and thread pools
