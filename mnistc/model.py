@@ -7,6 +7,7 @@ SGD update all see the same memory. The arithmetic is in C (mnistc._kernels); th
 module owns shapes, names, initialisation and state. It does not read files.
 """
 import math
+import os
 
 import numpy as np
 
@@ -15,6 +16,14 @@ from . import _kernels
 IMAGE_PIXELS = 784
 NUM_CLASSES = 10
 PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
+
+
+def check_isa_env():
+    """MNISTC_ISA caps the CPU target (generic|avx2|avx512); any other value is an error
+    here rather than silently ignored by the C layer."""
+    value = os.environ.get("MNISTC_ISA", "")
+    if value and value not in _kernels.ISA_NAMES:
+        raise ValueError(f"MNISTC_ISA={value!r} is not one of {', '.join(_kernels.ISA_NAMES)}")
 
 
 def layer_names(n_hidden):
@@ -43,6 +52,7 @@ class MLP:
 
     def __init__(self, hidden=(128, 32), batch_size=100, input_size=IMAGE_PIXELS,
                  num_classes=NUM_CLASSES):
+        check_isa_env()
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden layer widths must be >= 1, got {hidden}")

@@ -84,6 +84,12 @@ def test_bad_flags_are_one_line_errors_with_status_2(tmp_path, args, fragments):
     assert_one_line_error(result, 2, *fragments)
 
 
+def test_unknown_isa_in_the_environment_is_a_one_line_error(tmp_path):
+    result = run_cli("--fake-data", "--max-steps", "1", "--train-dir", str(tmp_path),
+                     env_extra={"MNISTC_ISA": "sse9"})
+    assert_one_line_error(result, 2, "MNISTC_ISA", "sse9")
+
+
 def test_unwritable_train_dir_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
