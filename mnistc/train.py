@@ -204,12 +204,10 @@ def run_training(config):
     if not os.access(train_dir, os.W_OK):
         raise MnistcError(f"train dir {train_dir} is not writable")
     manager = CheckpointManager(train_dir)
-    if manager.has_checkpoints() and not config.resume:
-        if not config.overwrite:
-            raise MnistcError(
-                f"{train_dir} already holds checkpoints (newest: step {manager.latest_step()});"
-                " pass --resume to continue that run or --overwrite to start over")
-        manager.remove_all()
+    if manager.has_checkpoints() and not config.resume and not config.overwrite:
+        raise MnistcError(
+            f"{train_dir} already holds checkpoints (newest: step {manager.latest_step()});"
+            " pass --resume to continue that run or --overwrite to start over")
 
     rng = np.random.default_rng(config.seed)
     model = MLP(config.hidden, config.batch_size)
@@ -221,6 +219,8 @@ def run_training(config):
         raise ValueError(f"--batch-size {config.batch_size} exceeds the "
                          f"{sets.train.num_examples} training examples")
     n_threads = config.threads or _kernels.max_threads()
+    if config.overwrite:
+        manager.remove_all()  # only now that the new run is sure to start
 
     restored = _restore(manager, config, model, rng, sets.train) if config.resume else None
     start = model.global_step
