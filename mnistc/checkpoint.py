@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import struct
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -64,10 +65,13 @@ _CODE_OF = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
 
 
 def _error(path, reason: str) -> CheckpointError:
-    err = CheckpointError(f"{path}: {reason}")
-    # The trainer prints "skipping <file>: <reason>" without naming the file twice.
-    err.path, err.reason = Path(path), reason
-    return err
+    return CheckpointError.about(Path(path), reason)
+
+
+def warn_fallback(path, error: CheckpointError) -> None:
+    """The `on_fallback` of the command lines: one warning line on stderr."""
+    print(f"warning: skipping {path}: {error.reason}; falling back to the previous "
+          "checkpoint", file=sys.stderr, flush=True)
 
 
 def _clip(text: str) -> str:

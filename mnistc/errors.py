@@ -19,7 +19,21 @@ class DownloadError(DataError):
 
 
 class CheckpointError(MnistcError):
-    """A checkpoint or its index is missing, malformed, corrupt or incompatible."""
+    """A checkpoint or its index is missing, malformed, corrupt or incompatible.
+
+    `reason` is the message without the file name, for callers that name the file
+    themselves; `path` is the file, when one is concerned.
+    """
+
+    def __init__(self, message, *, path=None, reason=None):
+        super().__init__(message)
+        self.path = path
+        self.reason = message if reason is None else reason
+
+    @classmethod
+    def about(cls, path, reason):
+        """The error "<path>: <reason>" about one file."""
+        return cls(f"{path}: {reason}", path=path, reason=reason)
 
 
 class TrainingError(MnistcError):

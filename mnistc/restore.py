@@ -9,10 +9,9 @@
 # only needs the parameters, so it reads no generator or data state.
 """Load a trained model: ``mnistc.load("runs/mnistc")`` -> MLP ready for inference."""
 import json
-import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointManager, load_file
+from .checkpoint import CheckpointManager, load_file, warn_fallback
 from .errors import CheckpointError
 from .model import MLP
 
@@ -20,15 +19,7 @@ DEFAULT_BATCH_SIZE = 100  # the tutorial's; used when a checkpoint does not reco
 
 
 def _error(path, reason):
-    # Same shape as checkpoint.py's errors: "<path>: <reason>", with .path and .reason.
-    err = CheckpointError(f"{path}: {reason}")
-    err.path, err.reason = Path(path), reason
-    return err
-
-
-def _warn_fallback(path, error):
-    print(f"warning: skipping {path}: {error.reason}; falling back to the previous "
-          "checkpoint", file=sys.stderr, flush=True)
+    return CheckpointError.about(Path(path), reason)
 
 
 def _find(path, step, on_fallback):
@@ -86,7 +77,7 @@ def _run_batch_size(file, meta):
     return batch
 
 
-def load(path, step=None, *, batch_size=None, on_fallback=_warn_fallback):
+def load(path, step=None, *, batch_size=None, on_fallback=warn_fallback):
     """Rebuild the MLP saved in a checkpoint and return it, ready for inference.
 
     path: a train directory (its newest readable checkpoint; unreadable newer ones are

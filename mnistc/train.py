@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _cli, _kernels, data
-from .checkpoint import CheckpointManager
+from .checkpoint import CheckpointManager, warn_fallback
 from .errors import CheckpointError, MnistcError, TrainingError
 from .model import MLP
 
@@ -158,12 +158,7 @@ def _metadata(config, model, rng, dataset):
 
 def _restore(manager, config, model, rng, dataset):
     """Load the newest good checkpoint into model, rng and dataset; returns its path."""
-    def fallback(path, error):
-        print(f"warning: skipping {path}: {error.reason}; falling back to the previous "
-              "checkpoint",
-              file=sys.stderr, flush=True)
-
-    found = manager.restore_latest(on_fallback=fallback)
+    found = manager.restore_latest(on_fallback=warn_fallback)
     if found is None:
         raise CheckpointError(f"--resume: no checkpoint in {manager.directory}")
     step, tensors, meta = found
