@@ -20,15 +20,6 @@
 #define ALWAYS_INLINE static __forceinline
 #endif
 
-#ifndef PACK_AHEAD
-#define PACK_AHEAD 4    // rows of B prefetched ahead by the untransposed packer
-#endif
-#ifndef PACK_AHEAD_T
-#define PACK_AHEAD_T 4  // cache lines prefetched ahead in each row by the transposing one
-#endif
-#ifndef C_PREFETCH
-#define C_PREFETCH 1
-#endif
 #define ROW_VECTORS 24  // zmm accumulators of the row kernel: 384 columns per block
 
 // Columns [16 v, 16 v + 16) of the tile that are inside nr, as a lane mask.
@@ -47,7 +38,6 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                                       int flags) {
     __m512 acc[MR][2];
     __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
-#if C_PREFETCH
     if (beta != 0.0f) {  // C (e.g. weights updated in place) often comes from L3: ask now
 #pragma GCC unroll 12
         for (int r = 0; r < rows; r++) {
@@ -55,7 +45,6 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
             _mm_prefetch((const char *)(c + r * ldc + 16 * nv - 1), _MM_HINT_T0);
         }
     }
-#endif
     if (flags & MNC_UK_ACC_IN) {
 #pragma GCC unroll 12
         for (int r = 0; r < rows; r++)
@@ -198,9 +187,6 @@ KERNEL_TARGET void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, con
 #pragma GCC unroll 16
                 for (int i = 0; i < 16; i++) {
                     int64_t j = j0 + 16 * h + i;
-                    if (j < n && p0 + 16 * PACK_AHEAD_T < kc)
-                        _mm_prefetch((const char *)(b + j * ldb + p0 + 16 * PACK_AHEAD_T),
-                                     _MM_HINT_T0);
                     r[i] = j < n ? _mm512_maskz_loadu_ps(mp, b + j * ldb + p0)
                                  : _mm512_setzero_ps();
                 }
@@ -228,13 +214,6 @@ KERNEL_TARGET void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, cons
         const float *src = b + p * ldb;
         float *d = dst + p * MNC_AVX512_NR;
         for (int64_t q = 0; q < full; q++) {
-            // B usually comes from L3 (the weights, just updated): ask for the row
-            // PACK_AHEAD rows on while this one is copied.
-            if (p + PACK_AHEAD < kc) {
-                const char *ahead = (const char *)(src + PACK_AHEAD * ldb + q * MNC_AVX512_NR);
-                _mm_prefetch(ahead, _MM_HINT_T0);
-                _mm_prefetch(ahead + 64, _MM_HINT_T0);
-            }
             __m512 v0 = _mm512_loadu_ps(src + q * MNC_AVX512_NR);
             __m512 v1 = _mm512_loadu_ps(src + q * MNC_AVX512_NR + 16);
             _mm512_storeu_ps(d + q * panel_stride, v0);
