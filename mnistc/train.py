@@ -307,19 +307,18 @@ def _hidden_list(text):
 
 
 def build_parser():
-    p = _cli.Parser(prog="mnistc.train", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _cli.Parser(prog="mnistc.train", description=__doc__.split("\n\n")[0])
     d = TrainConfig()
     p.add_argument("--learning-rate", "--learning_rate", type=float, default=d.learning_rate,
-                   help="SGD learning rate (constant)")
+                   help="SGD learning rate (constant) (default: %(default)s)")
     p.add_argument("--max-steps", "--max_steps", type=int, default=d.max_steps,
-                   help="train until the global step reaches this")
-    p.add_argument("--hidden1", type=int, default=d.hidden[0], help="units in hidden layer 1")
-    p.add_argument("--hidden2", type=int, default=d.hidden[1], help="units in hidden layer 2")
+                   help="train until the global step reaches this (default: %(default)s)")
+    p.add_argument("--hidden1", type=int, default=d.hidden[0], help="units in hidden layer 1 (default: %(default)s)")
+    p.add_argument("--hidden2", type=int, default=d.hidden[1], help="units in hidden layer 2 (default: %(default)s)")
     p.add_argument("--hidden", type=_hidden_list, default=None,
                    help="any number of hidden widths, e.g. 512,256 (overrides --hidden1/2)")
     p.add_argument("--batch-size", "--batch_size", type=int, default=d.batch_size,
-                   help="examples per SGD step")
+                   help="examples per SGD step (default: %(default)s)")
     p.add_argument("--fake-data", "--fake_data", action="store_true",
                    help="train on constant fake data (for testing)")
     p.add_argument("--nofake_data", dest="fake_data", action="store_false",
@@ -331,16 +330,16 @@ def build_parser():
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never fetch missing data files")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="save a checkpoint and evaluate every this many steps")
+                   help="save a checkpoint and evaluate every this many steps (default: %(default)s)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="write no TensorBoard event files even if tensorboardX is installed")
     p.add_argument("--train-dir", "--train_dir", "--log_dir", default=d.train_dir,
-                   help="where checkpoints and summaries go")
+                   help="where checkpoints and summaries go (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed,
-                   help="seeds the one generator behind init and data order")
+                   help="seeds the one generator behind init and data order (default: %(default)s)")
     _cli.add_threads_option(p)
     p.add_argument("--validation-size", "--validation_size", type=int,
-                   default=d.validation_size, help="training examples held out for validation")
+                   default=d.validation_size, help="training examples held out for validation (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest checkpoint in --train-dir")
     p.add_argument("--overwrite", action="store_true",
