@@ -22,6 +22,7 @@ import numpy as np
 from . import __version__, _cli, _kernels, data
 from .checkpoint import CheckpointManager, warn_fallback
 from .errors import CheckpointError, MnistcError, TrainingError
+from .events import EventWriter
 from .model import MLP
 
 LOG_EVERY = 100
@@ -52,7 +53,7 @@ class TrainConfig:
     overwrite: bool = False
     quiet: bool = False
     download: bool = True
-    tensorboard: bool = True  # write event files when tensorboardX is installed
+    tensorboard: bool = True  # write TensorBoard event files next to summaries.jsonl
 
     # Fields that define the run (checked against a checkpoint on resume).
     RUN_FIELDS = ("hidden", "batch_size", "seed", "fake_data", "validation_size")
@@ -84,8 +85,8 @@ def validate(config):
 
 class _Output:
     """Prints the tutorial's lines (unless quiet), appends the JSON-lines summaries and,
-    when tensorboardX is installed, writes TensorBoard event files with the same
-    scalars (the tutorial's SummaryWriter)."""
+    unless disabled, writes TensorBoard event files with the same scalars (the
+    tutorial's SummaryWriter)."""
 
     def __init__(self, train_dir, quiet, first_step, tensorboard):
         self.quiet = quiet
@@ -94,14 +95,8 @@ class _Output:
         self.file = open(self.path, "a", encoding="utf-8")
         self.events = None
         if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                pass
-            else:
-                # purge_step hides events a killed run logged past the restored step.
-                self.events = SummaryWriter(str(train_dir),
-                                            purge_step=first_step if first_step else None)
+            # purge_step hides events a killed run logged past the restored step.
+            self.events = EventWriter(train_dir, purge_step=first_step if first_step else None)
 
     def _truncate_after(self, first_step):
         # A run killed after its last checkpoint logged steps that will now be redone:
@@ -126,7 +121,6 @@ class _Output:
         self.file.flush()
         if self.events is not None:
             self.events.add_scalar(tag, value, step)
-            self.events.flush()
 
     def close(self):
         self.file.close()
@@ -332,7 +326,7 @@ def build_parser():
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="save a checkpoint and evaluate every this many steps (default: %(default)s)")
     p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
-                   help="write no TensorBoard event files even if tensorboardX is installed")
+                   help="write no TensorBoard event files")
     p.add_argument("--train-dir", "--train_dir", "--log_dir", default=d.train_dir,
                    help="where checkpoints and summaries go (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed,

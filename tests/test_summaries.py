@@ -1,11 +1,13 @@
-"""Summaries for plotting: the JSON-lines log is always written; with tensorboardX
-installed the train dir also gets TensorBoard event files, read back here with
-TensorBoard's own reader."""
+"""Summaries for plotting: the JSON-lines log and TensorBoard event files (mnistc writes
+them itself), read back here with TensorBoard's own reader."""
 import json
+import math
 import os
+import struct
 
 import pytest
 
+from mnistc import events as ev
 from mnistc.train import TrainConfig, run_training
 
 
@@ -20,7 +22,6 @@ def needs(module):
 
 
 def test_event_file_holds_the_loss_and_precisions(tmp_path):
-    needs("tensorboardX")
     accumulator = needs("tensorboard.backend.event_processing.event_accumulator")
     run_training(TrainConfig(fake_data=True, hidden=(16, 8), batch_size=20, max_steps=250,
                              checkpoint_every=200, train_dir=str(tmp_path), quiet=True))
@@ -48,3 +49,44 @@ def test_no_event_files_when_disabled(tmp_path):
                              train_dir=str(tmp_path), quiet=True, tensorboard=False))
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     assert (tmp_path / "summaries.jsonl").exists()
+
+
+def test_crc32c_matches_the_published_check_values():
+    # RFC 3720 (iSCSI), appendix B.4, and the CRC catalogue's check value.
+    assert ev.crc32c(b"123456789") == 0xE3069283
+    assert ev.crc32c(bytes(32)) == 0x8A9136AA
+    assert ev.crc32c(b"\xff" * 32) == 0x62A8AB43
+    assert ev.crc32c(bytes(range(32))) == 0x46DD794E
+
+
+def test_tfrecord_framing_and_a_torn_last_record(tmp_path):
+    record = ev.tfrecord(b"payload")
+    length, = struct.unpack("<Q", record[:8])
+    assert length == 7 and record[12:19] == b"payload" and len(record) == 8 + 4 + 7 + 4
+    # TensorBoard's reader skips a record cut short by a kill instead of failing.
+    accumulator = needs("tensorboard.backend.event_processing.event_accumulator")
+    writer = ev.EventWriter(str(tmp_path))
+    writer.add_scalar("loss", 2.5, 0)
+    writer.close()
+    with open(writer.path, "ab") as f:
+        f.write(ev.tfrecord(b"\x08\x01")[:10])
+    events = accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 2.5)]
+
+
+def test_resumed_writer_hides_the_steps_it_redoes(tmp_path):
+    accumulator = needs("tensorboard.backend.event_processing.event_accumulator")
+    first = ev.EventWriter(str(tmp_path))
+    for step in (0, 100, 200, 300):
+        first.add_scalar("loss", float(step), step)
+    first.close()
+    resumed = ev.EventWriter(str(tmp_path), purge_step=200)
+    resumed.add_scalar("loss", -1.0, 200)
+    resumed.add_scalar("huge", 1e39, 200)  # beyond float32: stored as infinity
+    resumed.close()
+    events = accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.0), (100, 100.0),
+                                                                    (200, -1.0)]
+    assert events.Scalars("huge")[0].value == math.inf
