@@ -6,6 +6,19 @@
 
 #include "mnistc.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+// This thread's number in the innermost parallel region (0 outside one).
+static inline int mnc_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 // How many threads to use for `work` units when each thread should get at least
 // `min_work`: 1 for small problems (a parallel region costs ~0.5 µs hot and ~50 µs
 // cold), never more than n_threads (<= 0: mnc_max_threads()). Only the *count* of

@@ -1,6 +1,8 @@
 // mlp.c — a whole SGD step (and an evaluation pass) of the multi-layer perceptron in
 // one call, so Python crosses into C once per step. It only sequences the kernels of
 // gemm.c and nn.c; the arithmetic and its rounding rules live there (see mnistc.h).
+#include <stdlib.h>
+
 #include "internal.h"
 
 // Forward pass of rows [0, m) already gathered into buf->input; logits end up in
@@ -49,29 +51,86 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
     return 0;
 }
 
+// Forward pass and in_top_k count of rows [start, start + rows) (rows <= buf->batch);
+// copies the logits to logits_out when it is not NULL.
+static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf,
+                              const uint8_t *images, const uint8_t *labels, int64_t start,
+                              int64_t rows, int64_t image_size, float scale, int64_t k,
+                              float *logits_out, int n_threads) {
+    int64_t classes = net->sizes[net->n_layers];
+    const float *logits = buf->activations[net->n_layers - 1];
+    mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows,
+                        image_size, scale, n_threads);
+    forward(net, buf, rows, n_threads);
+    int64_t hits = 0;
+    if (labels != NULL) {
+        for (int64_t b = 0; b < rows; b++) buf->labels[b] = labels[start + b];
+        mnc_in_top_k_f32(NULL, &hits, logits, buf->labels, rows, classes, k, n_threads);
+    }
+    if (logits_out != NULL)
+        for (int64_t i = 0; i < rows * classes; i++)
+            logits_out[start * classes + i] = logits[i];
+    return hits;
+}
+
+// A forward-only copy of buf's scratch (input, labels, activations) in one allocation,
+// for a second thread; NULL if memory is short. Release with free().
+static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
+    int64_t floats = batch * net->sizes[0];
+    for (int l = 1; l <= net->n_layers; l++) floats += batch * net->sizes[l];
+    size_t bytes = sizeof(mnc_mlp_buffers) + (size_t)net->n_layers * sizeof(float *)
+                   + (size_t)batch * sizeof(int32_t) + (size_t)floats * sizeof(float);
+    char *block = malloc(bytes);
+    if (block == NULL) return NULL;
+    mnc_mlp_buffers *scratch = (mnc_mlp_buffers *)block;
+    float **activations = (float **)(scratch + 1);
+    int32_t *labels = (int32_t *)(activations + net->n_layers);
+    float *x = (float *)(labels + batch);
+    *scratch = (mnc_mlp_buffers){batch, x, labels, activations, NULL, NULL};
+    x += batch * net->sizes[0];
+    for (int l = 0; l < net->n_layers; l++) {
+        activations[l] = x;
+        x += batch * net->sizes[l + 1];
+    }
+    return scratch;
+}
+
 int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
                      const uint8_t *labels, int64_t m, int64_t image_size, float scale,
                      int64_t k, int64_t *n_correct, float *logits_out, int n_threads) {
     int64_t classes = net->sizes[net->n_layers];
-    const float *logits = buf->activations[net->n_layers - 1];
+    if (labels != NULL)
+        for (int64_t i = 0; i < m; i++)
+            if (labels[i] >= classes) return (int)(-1 - i);
+    int64_t chunks = (m + buf->batch - 1) / buf->batch;
+    // Threads take whole chunks, each a complete forward pass on its own scratch: one
+    // parallel region for the pass instead of several per chunk, and no thread idles
+    // through the small layers. A row's logits are the same whichever chunk or thread
+    // computes them (mnistc.h's rounding rules), so the counts cannot change.
+    // (If memory is short, fewer threads do the same work.)
+    int team = mnc_team_size(n_threads, chunks, 2);
+    const mnc_mlp_buffers **scratch = team > 1 ? malloc(team * sizeof *scratch) : NULL;
+    if (scratch == NULL) team = 1;
+    for (int t = 1; t < team; t++)
+        if ((scratch[t] = forward_scratch(net, buf->batch)) == NULL) team = t;
     int64_t hits = 0;
-    for (int64_t start = 0; start < m; start += buf->batch) {
-        int64_t rows = m - start < buf->batch ? m - start : buf->batch;
-        mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows,
-                            image_size, scale, n_threads);
-        forward(net, buf, rows, n_threads);
-        if (labels != NULL) {
-            for (int64_t b = 0; b < rows; b++) buf->labels[b] = labels[start + b];
-            int64_t chunk_hits = 0;
-            int status = mnc_in_top_k_f32(NULL, &chunk_hits, logits, buf->labels, rows,
-                                          classes, k, n_threads);
-            if (status != 0) return (int)(-1 - (start + (-1 - status)));
-            hits += chunk_hits;
+    if (team <= 1) {  // few chunks: the kernels share out the work within each one
+        for (int64_t c = 0; c < chunks; c++) {
+            int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
+            hits += evaluate_chunk(net, buf, images, labels, start, rows, image_size, scale, k,
+                                   logits_out, n_threads);
         }
-        if (logits_out != NULL)
-            for (int64_t i = 0; i < rows * classes; i++)
-                logits_out[start * classes + i] = logits[i];
+    } else {
+        scratch[0] = buf;
+#pragma omp parallel for num_threads(team) schedule(dynamic) reduction(+ : hits)
+        for (int64_t c = 0; c < chunks; c++) {
+            int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
+            hits += evaluate_chunk(net, scratch[mnc_thread_num()], images, labels, start, rows,
+                                   image_size, scale, k, logits_out, 1);
+        }
     }
+    for (int t = 1; t < team; t++) free((void *)scratch[t]);
+    free(scratch);
     *n_correct = hits;
     return 0;
 }

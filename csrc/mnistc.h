@@ -178,7 +178,10 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
 
 // Forward pass over rows [0, m) of a uint8 data set, in chunks of buf->batch rows,
 // counting in_top_k(k) hits; when logits_out is not NULL the logits ([m, classes]) are
-// written there. Returns 0 or -1 - row for the first label out of range.
+// written there. Returns 0 or -1 - row for the first label out of range (checked before
+// any work). With several threads and chunks, threads take whole chunks, each on its
+// own forward scratch (malloc'd here; fewer threads if that fails): the logits are the
+// same bits for any thread count.
 int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                      const uint8_t *images, const uint8_t *labels, int64_t m,
                      int64_t image_size, float scale, int64_t k,

@@ -18,6 +18,21 @@
 
 // Elements per thread below which a second thread costs more than it saves.
 enum { MIN_ELEMENTS_PER_THREAD = 1 << 15 };
+// How many shuffled rows ahead the gather prefetches. Measured with perf on the small
+// training step: the gather's share fell from 6.5% to 4.6% (2, 4 and 8 rows alike).
+enum { GATHER_PREFETCH_ROWS = 4 };
+
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+// Ask for every cache line of bytes [p, p + n).
+static inline void prefetch_bytes(const uint8_t *p, int64_t n) {
+    for (int64_t j = 0; j < n; j += 64) PREFETCH(p + j);
+    if (n > 0) PREFETCH(p + n - 1);
+}
 
 // exp(x) for x <= 0 (the softmax only needs that range), ~1 ulp. x = n ln2 + r with
 // ln2 split in two (Cody-Waite) so r is exact; exp(r) by Cephes' degree-6 polynomial.
@@ -205,6 +220,11 @@ void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint
     for (int64_t b = 0; b < m; b++) {
         int64_t row = idx ? idx[b] : b;
         const uint8_t *src = images + row * d;
+        // Shuffled rows are scattered over a data set far larger than the caches, and
+        // the hardware prefetcher cannot guess the next one: fetch it a few rows ahead.
+        if (idx != NULL && b + GATHER_PREFETCH_ROWS < m) {
+            prefetch_bytes(images + (int64_t)idx[b + GATHER_PREFETCH_ROWS] * d, d);
+        }
         float *dst = x + b * d;
 #ifdef MNC_GEMM_X86
         if (avx512) {  // the same convert and multiply, 16 at a time

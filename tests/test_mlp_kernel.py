@@ -354,6 +354,21 @@ def test_evaluate_logits_equal_explicit_forward(isa, eval_problem):
     assert net.evaluate(p["images"][:0], p["labels"][:0]) == 0
 
 
+@pytest.mark.parametrize("batch", [7, 33])
+def test_evaluate_across_threads_is_bit_identical(isa, n_threads, eval_problem, batch):
+    """Many chunks (250 rows in chunks of 7 or 33), so threads take whole chunks on their
+    own scratch: the logits are the same bits as one thread's, and every row counts."""
+    p = eval_problem
+    net = K.MLPKernel(list(p["weights"]), list(p["biases"]), batch)
+    one = np.empty((250, 10), F32)
+    many = np.full((250, 10), np.nan, F32)
+    hits_one = net.evaluate(p["images"], p["labels"], logits=one, n_threads=1)
+    hits_many = net.evaluate(p["images"], p["labels"], logits=many, n_threads=n_threads)
+    np.testing.assert_array_equal(many, one)
+    assert hits_many == hits_one == ref.in_top_k(p["logits"], p["labels"], 1).sum()
+    ref.assert_close(many, p["logits"], p["err"], "evaluate logits vs float64")
+
+
 def test_evaluate_errors(eval_problem):
     p = eval_problem
     net = K.MLPKernel(list(p["weights"]), list(p["biases"]), 100)
