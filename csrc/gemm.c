@@ -180,7 +180,8 @@ static void pack_a_transposed(float *dst, int mr_tile, const gemm_call *g, int64
 #undef COPY_ROWS
 }
 
-// The epilogue on the finished tile C[i0 .. i0+mr, j0 .. j0+nr), still hot in L1.
+// The epilogue as a pass over C[i0 .. i0+mr, j0 .. j0+nr), for the row path and the
+// unbuffered fallback; tiles get it from the microkernel, in registers.
 static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t i0,
                           int64_t j0, int mr, int nr) {
     for (int r = 0; r < mr; r++) {
@@ -270,10 +271,19 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                         if (!g->pack_all && nr == nr_tile)
                             b = g->b + p0 * g->ldb + j, rs_b = g->ldb;
                         float *c = g->c + i * g->ldc + j;
+                        const mnc_uk_epilogue *tile_ep = NULL;
+                        mnc_uk_epilogue here;
+                        if (last && g->ep != NULL) {
+                            const mnc_epilogue *ep = g->ep;
+                            here = (mnc_uk_epilogue){
+                                ep->bias != NULL ? ep->bias + j : NULL, ep->relu,
+                                ep->relu_mask != NULL ? ep->relu_mask + i * ep->ld_mask + j
+                                                      : NULL,
+                                ep->ld_mask};
+                            tile_ep = &here;
+                        }
                         t->kernel(kb, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                                  g->ldc, flags);
-                        if (last && g->ep != NULL)
-                            epilogue_tile(g->ep, g->c, g->ldc, i, j, mr, nr);
+                                  g->ldc, flags, tile_ep);
                     }
                 }
             }

@@ -36,6 +36,14 @@
 //  - MNC_UK_ACC_OUT: C[r][j] = acc[r][j] (the partial chain), no alpha/beta.
 // flags == 0 is the plain call above.
 //
+// The last call for a tile may carry an epilogue (ep != NULL, never with ACC_OUT): each
+// value v = C[r][j] computed above goes through, in this order and before it is stored,
+//   v = v + bias[j]            (bias != NULL; one float add)
+//   v = v < 0 ? 0 : v          (relu; NaN and -0 pass unchanged)
+//   v = mask[r * ld_mask + j] <= 0 ? 0 : v   (mask != NULL; a NaN mask keeps v)
+// with bias and mask already offset to the tile's corner. These are mnc_epilogue's
+// steps (mnistc.h), the same bits as a separate pass, without re-reading the tile.
+//
 // A target may also supply packers for n columns of B, i.e. ceil(n / NR) consecutive
 // panels panel_stride floats apart (NULL: gemm.c's portable loops). With op(B)(p, j) =
 // b[p * ldb + j] (pack_b) or b[j * ldb + p] (pack_bt, a transpose), for panel q:
@@ -61,10 +69,18 @@
 
 #include "mnistc.h"
 
+typedef struct mnc_uk_epilogue {
+    const float *bias;  // [nr] at the tile's first column, or NULL
+    int relu;
+    const float *mask;  // mask(r, j) = mask[r * ld_mask + j] at the tile's corner, or NULL
+    int64_t ld_mask;
+} mnc_uk_epilogue;
+
 typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc, int flags);
+                              float beta, float *c, int64_t ldc, int flags,
+                              const mnc_uk_epilogue *ep);
 
 typedef void mnc_gemm_pack_b(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                              int64_t kc, int64_t n);
@@ -86,7 +102,8 @@ typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int
 void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc, int flags);
+                              float beta, float *c, int64_t ldc, int flags,
+                              const mnc_uk_epilogue *ep);
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define MNC_GEMM_X86 1
@@ -108,11 +125,13 @@ void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, const float *b, i
 void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
                            const float *a, int64_t rs_a, int64_t cs_a,
                            const float *b, int64_t rs_b,
-                           float beta, float *c, int64_t ldc, int flags);
+                           float beta, float *c, int64_t ldc, int flags,
+                           const mnc_uk_epilogue *ep);
 void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alpha,
                              const float *a, int64_t rs_a, int64_t cs_a,
                              const float *b, int64_t rs_b,
-                             float beta, float *c, int64_t ldc, int flags);
+                             float beta, float *c, int64_t ldc, int flags,
+                           const mnc_uk_epilogue *ep);
 #endif
 
 #endif  // MNISTC_GEMM_KERNEL_H

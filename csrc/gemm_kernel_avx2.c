@@ -33,7 +33,7 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                                       int64_t k, int nr, float alpha, const float *a,
                                       int64_t rs_a, int64_t cs_a, const float *b,
                                       int64_t rs_b, float beta, float *c, int64_t ldc,
-                                      int flags) {
+                                      int flags, const mnc_uk_epilogue *ep) {
     __m256 acc[MR][2];
     if (flags & MNC_UK_ACC_IN) {
 #pragma GCC unroll 6
@@ -100,6 +100,18 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                                   : _mm256_maskload_ps(cr + 8 * v, m);
                 out = _mm256_fmadd_ps(va, acc[r][v], _mm256_mul_ps(vb, old));
             }
+            if (ep != NULL) {  // gemm_kernel.h's epilogue, in registers
+                __m256 zero = _mm256_setzero_ps();
+                if (ep->bias != NULL)
+                    out = _mm256_add_ps(out, full ? _mm256_loadu_ps(ep->bias + 8 * v)
+                                                  : _mm256_maskload_ps(ep->bias + 8 * v, m));
+                if (ep->relu) out = _mm256_max_ps(zero, out);  // (0 > v ? 0 : v): NaN, -0 pass
+                if (ep->mask != NULL) {
+                    const float *mrow = ep->mask + r * ep->ld_mask + 8 * v;
+                    __m256 y = full ? _mm256_loadu_ps(mrow) : _mm256_maskload_ps(mrow, m);
+                    out = _mm256_andnot_ps(_mm256_cmp_ps(y, zero, _CMP_LE_OQ), out);
+                }
+            }
             if (full) _mm256_storeu_ps(cr + 8 * v, out);
             else _mm256_maskstore_ps(cr + 8 * v, m, out);
         }
@@ -109,11 +121,11 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
 #define ROWS_CASE(R)                                                                  \
     case R:                                                                           \
         if (rows_a) {                                                                 \
-            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
-            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
+            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
+            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);   \
         } else {                                                                      \
-            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
-            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
+            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
+            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);   \
         }                                                                             \
         break;
 
@@ -121,7 +133,7 @@ KERNEL_TARGET void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
                                          const float *a, int64_t rs_a, int64_t cs_a,
                                          const float *b, int64_t rs_b,
                                          float beta, float *c, int64_t ldc,
-                                         int flags) {
+                                         int flags, const mnc_uk_epilogue *ep) {
     int nv = nr > 8 ? 2 : 1;
     int rows_a = cs_a == 1;
     switch (mr) {

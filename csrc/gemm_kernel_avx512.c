@@ -35,7 +35,7 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                                       int64_t k, int nr, float alpha, const float *a,
                                       int64_t rs_a, int64_t cs_a, const float *b,
                                       int64_t rs_b, float beta, float *c, int64_t ldc,
-                                      int flags) {
+                                      int flags, const mnc_uk_epilogue *ep) {
     __m512 acc[MR][2];
     __mmask16 m0 = lane_mask(nr, 0), m1 = lane_mask(nr, 1);
     if (beta != 0.0f) {  // C (e.g. weights updated in place) often comes from L3: ask now
@@ -106,6 +106,16 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                 __m512 old = _mm512_maskz_loadu_ps(m, cr + 16 * v);
                 out = _mm512_fmadd_ps(va, acc[r][v], _mm512_mul_ps(vb, old));
             }
+            if (ep != NULL) {  // gemm_kernel.h's epilogue, in registers
+                __m512 zero = _mm512_setzero_ps();
+                if (ep->bias != NULL)
+                    out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, ep->bias + 16 * v));
+                if (ep->relu) out = _mm512_max_ps(zero, out);  // (0 > v ? 0 : v): NaN, -0 pass
+                if (ep->mask != NULL) {
+                    __m512 y = _mm512_maskz_loadu_ps(m, ep->mask + r * ep->ld_mask + 16 * v);
+                    out = _mm512_mask_mov_ps(out, _mm512_cmp_ps_mask(y, zero, _CMP_LE_OQ), zero);
+                }
+            }
             _mm512_mask_storeu_ps(cr + 16 * v, m, out);
         }
     }
@@ -114,11 +124,11 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
 #define ROWS_CASE(R)                                                                  \
     case R:                                                                           \
         if (rows_a) {                                                                 \
-            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
-            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
+            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
+            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);   \
         } else {                                                                      \
-            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags); \
-            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags);   \
+            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
+            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);   \
         }                                                                             \
         break;
 
@@ -126,7 +136,7 @@ KERNEL_TARGET void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alph
                                            const float *a, int64_t rs_a, int64_t cs_a,
                                            const float *b, int64_t rs_b,
                                            float beta, float *c, int64_t ldc,
-                                           int flags) {
+                                           int flags, const mnc_uk_epilogue *ep) {
     int nv = nr > 16 ? 2 : 1;
     int rows_a = cs_a == 1;
     switch (mr) {

@@ -161,6 +161,39 @@ def test_epilogues_let_nan_through(isa):
     assert not np.isnan(np.delete(out, 3, axis=0)).any()
 
 
+@pytest.mark.parametrize("m, n, k", [(33, 40, 7), (13, 33, 600), (1, 40, 9)])
+@pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
+def test_fused_epilogue_is_the_separate_steps_bit_for_bit(isa, trans, m, n, k):
+    """The epilogue runs in the microkernel's registers (or, for m == 1, as a pass), and
+    must give exactly what mnistc.h's steps give on the plain GEMM's output: + bias, then
+    v < 0 ? 0 : v (NaN and -0 pass), then mask <= 0 ? 0 : v (a NaN mask keeps v), also
+    after sub-blocks of a deep reduction (k = 600) and for edge tiles."""
+    rng = np.random.default_rng(m * 1000 + k)
+    a, b, _ = operands(rng, m, n, k, *trans)
+    (a.T if trans[0] else a)[0] = 0.0  # row 0 of C is alpha * (+0) = -0 below
+    if m > 1:
+        (a.T if trans[0] else a)[-1, 0] = np.nan  # and the last row all NaN
+    bias = rng.standard_normal(n).astype(np.float32)
+    bias[::3] = -0.0
+    mask = rng.standard_normal((m, n)).astype(np.float32)
+    mask[:, 1::5] = np.nan
+    mask[:, 2::7] = 0.0
+    plain = _kernels.sgemm(a, b, trans_a=trans[0], trans_b=trans[1], alpha=-1.0)
+    for kwargs in (dict(bias=bias), dict(bias=bias, relu=True), dict(relu_mask=mask),
+                   dict(bias=bias, relu=True, relu_mask=mask)):
+        want = plain.copy()
+        if "bias" in kwargs:
+            want = want + bias
+        if kwargs.get("relu"):
+            want = np.where(want < 0, np.float32(0), want)
+        if "relu_mask" in kwargs:
+            want = np.where(mask <= 0, np.float32(0), want)
+        got = _kernels.sgemm(a, b, trans_a=trans[0], trans_b=trans[1], alpha=-1.0, **kwargs)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
+                                      err_msg=f"{sorted(kwargs)}")
+    assert np.signbit(plain[0]).all()  # the -0 case was exercised
+
+
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
 def test_beta_zero_never_reads_c(isa, trans):
     rng = np.random.default_rng(6)
