@@ -113,9 +113,6 @@ void mnc_gemm_pack_bt_avx2(float *dst, int64_t panel_stride, const float *b, int
                            int64_t kc, int64_t n);
 void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                        const float *b, int64_t ldb, float beta, float *c);
-// dst[j] = (float)src[j] * scale for j < d (nn.c's batch gather, one row; exact convert,
-// one float32 multiply: the same bits as the portable loop).
-void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale);
 void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                          const float *b, int64_t ldb, float beta, float *c);
 void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,

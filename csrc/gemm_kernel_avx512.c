@@ -238,21 +238,6 @@ KERNEL_TARGET void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, cons
     }
 }
 
-KERNEL_TARGET void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d,
-                                       float scale) {
-    __m512 vs = _mm512_set1_ps(scale);
-    int64_t j = 0;
-    for (; j + 16 <= d; j += 16) {
-        __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(src + j)));
-        _mm512_storeu_ps(dst + j, _mm512_mul_ps(_mm512_cvtepi32_ps(x), vs));
-    }
-    if (j < d) {
-        __mmask16 m = lane_mask((int)(d - j), 0);
-        __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, src + j));
-        _mm512_mask_storeu_ps(dst + j, m, _mm512_mul_ps(_mm512_cvtepi32_ps(x), vs));
-    }
-}
-
 // One row of C over `nv` zmm of columns (the last one masked to `last` lanes): nv
 // independent chains per k, B read as one contiguous run of 64 nv bytes per row.
 ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, int last, int64_t k, float alpha,

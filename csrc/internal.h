@@ -30,4 +30,16 @@ static inline int mnc_team_size(int n_threads, int64_t work, int64_t min_work) {
     return (int)(useful < t ? useful : t);
 }
 
+// nn.c's AVX-512 helpers (nn_avx512.c); call only when mnc_isa_active() is AVX-512.
+#if defined(__x86_64__) || defined(_M_X64)
+#define MNC_NN_AVX512 1
+// dst[j] = (float)src[j] * scale for j < d (one row of the batch gather; exact convert,
+// one float32 multiply: the same bits as the portable loop).
+void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale);
+// nn.c's softmax_xent_row on rows [0, rows) (rows <= 16, n < 2^26), the same bits.
+void mnc_softmax_xent_rows_avx512(float *dz, float *row_loss, const float *z,
+                                  const int32_t *labels, int64_t rows, int64_t n,
+                                  float grad_scale);
+#endif
+
 #endif  // MNISTC_INTERNAL_H

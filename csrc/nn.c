@@ -1,16 +1,16 @@
 // nn.c — the element-wise and row-wise kernels of an MLP step: bias+ReLU, ReLU
 // backward, column sums with an update, fused softmax cross-entropy, in_top_k and the
-// uint8 batch gather. Plain C11 that compilers vectorise; no ISA-specific code (these
-// kernels are memory-bound or tiny next to the GEMMs). Contracts are in mnistc.h.
+// uint8 batch gather. Plain C11 that compilers vectorise; the gather and the softmax
+// hand their rows to nn_avx512.c on AVX-512 (same bits). Contracts are in mnistc.h.
 //
-// exp and log are our own (Cephes-style range reduction and polynomials in float32),
-// so the loss and gradients do not depend on the C library, and the file must not be
-// built with -ffast-math: the max-subtraction and log-sum-exp rely on IEEE semantics.
+// exp and log are our own (nn_math.h), so the loss and gradients do not depend on the C
+// library, and the file must not be built with -ffast-math: the max-subtraction and
+// log-sum-exp rely on IEEE semantics.
 #include <math.h>
 #include <string.h>
 
-#include "gemm_kernel.h"  // the AVX-512 row of the batch gather
 #include "internal.h"
+#include "nn_math.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -32,64 +32,6 @@ enum { GATHER_PREFETCH_ROWS = 4 };
 static inline void prefetch_bytes(const uint8_t *p, int64_t n) {
     for (int64_t j = 0; j < n; j += 64) PREFETCH(p + j);
     if (n > 0) PREFETCH(p + n - 1);
-}
-
-// exp(x) for x <= 0 (the softmax only needs that range), ~1 ulp. x = n ln2 + r with
-// ln2 split in two (Cody-Waite) so r is exact; exp(r) by Cephes' degree-6 polynomial.
-// No libm call: n is rounded with the 1.5 * 2^23 trick, exact in the default rounding
-// mode for |x * log2(e)| < 2^22, so the code is branch-light and the same everywhere.
-static inline float exp_nonpositive(float x) {
-    if (!(x >= -103.0f)) return x != x ? x : 0.0f;  // NaN propagates; underflow to 0
-    const float round_magic = 12582912.0f;           // 1.5 * 2^23
-    float n = (x * 1.44269504088896341f + round_magic) - round_magic;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    // p * 2^n without overflow in the exponent field: n >= -149 here, so split it.
-    int e = (int)n;
-    if (e < -126) {
-        p *= 0x1p-24f;
-        e += 24;
-    }
-    union { float f; uint32_t u; } scale = { .u = (uint32_t)(e + 127) << 23 };
-    return p * scale.f;
-}
-
-// log(x) for finite x >= 1 (the sum of exps around the row maximum), ~1 ulp.
-// x = 2^e m with m in [sqrt(1/2), sqrt(2)); log(m) by Cephes' polynomial in m - 1.
-static float log_ge1(float x) {
-    if (!(x <= 3.4028235e38f)) return x;  // NaN and +inf propagate
-    union { float f; uint32_t u; } v = { .f = x };
-    int e = (int)((v.u >> 23) & 0xff) - 126;
-    v.u = (v.u & 0x807fffffu) | (126u << 23);  // mantissa m in [0.5, 1)
-    float m = v.f;
-    if (m < 0.707106781186547524f) {
-        e -= 1;
-        m = m + m - 1.0f;
-    } else {
-        m = m - 1.0f;
-    }
-    float z = m * m;
-    float y = 7.0376836292e-2f;
-    y = y * m - 1.1514610310e-1f;
-    y = y * m + 1.1676998740e-1f;
-    y = y * m - 1.2420140846e-1f;
-    y = y * m + 1.4249322787e-1f;
-    y = y * m - 1.6668057665e-1f;
-    y = y * m + 2.0000714765e-1f;
-    y = y * m - 2.4999993993e-1f;
-    y = y * m + 3.3333331174e-1f;
-    y = y * m * z;
-    float fe = (float)e;
-    y += fe * -2.12194440e-4f;
-    y += -0.5f * z;
-    return m + y + fe * 0.693359375f;
 }
 
 void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m,
@@ -155,16 +97,16 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
     float sum = 0.0f;
     if (dz != NULL) {
         for (int64_t j = 0; j < n; j++) {
-            float e = exp_nonpositive(z[j] - zmax);
+            float e = nn_exp_nonpositive(z[j] - zmax);
             dz[j] = e;
             sum += e;
         }
     } else {
-        for (int64_t j = 0; j < n; j++) sum += exp_nonpositive(z[j] - zmax);
+        for (int64_t j = 0; j < n; j++) sum += nn_exp_nonpositive(z[j] - zmax);
     }
     // (zmax - z_label) first: with large logits, adding zmax to the small log term
     // first would round it away.
-    float loss = (zmax - z_label) + log_ge1(sum);
+    float loss = (zmax - z_label) + nn_log_ge1(sum);
     if (dz != NULL) {
         float inv = grad_scale / sum;
         for (int64_t j = 0; j < n; j++) dz[j] *= inv;
@@ -179,10 +121,24 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#ifdef MNC_NN_AVX512
+    if (mnc_isa_active() == MNC_ISA_AVX512 && n < (1 << 26)) {  // 16 rows at a time
+        int64_t blocks = (m + 15) / 16;
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
-    for (int64_t i = 0; i < m; i++)
-        row_loss[i] = softmax_xent_row(dlogits ? dlogits + i * n : NULL, logits + i * n,
-                                       labels[i], n, grad_scale);
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t i = blk * 16;
+            mnc_softmax_xent_rows_avx512(dlogits ? dlogits + i * n : NULL, row_loss + i,
+                                         logits + i * n, labels + i,
+                                         m - i < 16 ? m - i : 16, n, grad_scale);
+        }
+    } else
+#endif
+    {
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+        for (int64_t i = 0; i < m; i++)
+            row_loss[i] = softmax_xent_row(dlogits ? dlogits + i * n : NULL, logits + i * n,
+                                           labels[i], n, grad_scale);
+    }
     // The mean in one fixed order, whatever the thread count.
     double total = 0.0;
     for (int64_t i = 0; i < m; i++) total += row_loss[i];
@@ -214,7 +170,7 @@ void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint
                          const int32_t *idx, int64_t m, int64_t d, float scale,
                          int n_threads) {
     int team = mnc_team_size(n_threads, m * d, MIN_ELEMENTS_PER_THREAD);
-#ifdef MNC_GEMM_X86
+#ifdef MNC_NN_AVX512
     const int avx512 = mnc_isa_active() == MNC_ISA_AVX512;
 #else
     const int avx512 = 0;
@@ -229,7 +185,7 @@ void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint
             prefetch_bytes(images + (int64_t)idx[b + GATHER_PREFETCH_ROWS] * d, d);
         }
         float *dst = x + b * d;
-#ifdef MNC_GEMM_X86
+#ifdef MNC_NN_AVX512
         if (avx512) {  // the same convert and multiply, 16 at a time
             mnc_scale_u8_avx512(dst, src, d, scale);
             if (y != NULL) y[b] = labels[row];

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reference as ref
+from conftest import supported_isas
 from mnistc import _kernels as K
 
 EPS32 = ref.EPS32
@@ -301,6 +302,38 @@ def test_softmax_xent_huge_label_values(isa):
         K.softmax_xent(z, np.array([0, 2**32 - 1], np.uint32))
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (7, 10), (16, 10), (17, 3), (33, 100),
+                                   (100, 10), (40, 785)])
+def test_softmax_xent_same_bits_on_every_isa(shape):
+    """AVX-512 runs 16 rows per vector (nn_avx512.c), the other targets one row at a time
+    (nn.c): the same operations in the same order, so the same bits, with NaN, +-inf,
+    underflow into subnormals, huge logits and dlogits aliasing the logits."""
+    m, n = shape
+    z = randn(shape, 77, m, n, scale=30.0)
+    specials = [np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0, -90.0, -100.0, -102.9, -103.5]
+    for i in range(min(m, 12)):
+        z[i, (i * 7) % n] = specials[i % len(specials)]
+    if m > 12 and n > 3:
+        z[12, :4] = [0.0, -87.5, -95.0, -102.5]  # exp(x) in the subnormal range
+    labels = rng(78, m, n).integers(0, n, m).astype(np.int32)
+    previous = K.isa_active()
+    results = {}
+    try:
+        for name in supported_isas():
+            K.set_isa(name)
+            aliased = z.copy()
+            results[name] = (K.softmax_xent(z, labels, grad_scale=0.01),
+                             K.softmax_xent(z, labels, gradient=False)[:2],
+                             K.softmax_xent(aliased, labels, dlogits=aliased)[:2] + (aliased,))
+    finally:
+        K.set_isa(previous)
+    first, want = next(iter(results.items()))
+    for name, got in results.items():
+        for got_part, want_part in zip(got, want):
+            for g, w in zip(got_part, want_part):
+                assert same_bits(g, w), f"{name} differs from {first}"
+
+
 # ------------------------------------------ accuracy of nn.c's own exp and log
 
 
@@ -310,7 +343,7 @@ def ulps(got, want):
     return np.abs(np.asarray(got, np.float64) - want) / np.spacing(np.abs(want).astype(F32))
 
 
-def test_own_exp_accuracy():
+def test_own_exp_accuracy(isa):
     # A row [0, d], label 0, grad_scale 1: s = 1 + exp(d). Below d = -17.4, exp(d) <
     # 2^-25 so s rounds to exactly 1 and dlogits[:, 1] = exp(d) * (1 / 1) IS nn.c's exp.
     # The Cephes polynomial is good to about 1 ulp; we assert <= 1 ulp where the result
@@ -326,7 +359,7 @@ def test_own_exp_accuracy():
     assert sub_err.max() <= 1.0, sub_err.max()
 
 
-def test_own_exp_accuracy_through_softmax():
+def test_own_exp_accuracy_through_softmax(isa):
     # d in [-17.5, 0]: dlogits[:, 1] = exp(d) / (1 + exp(d)), i.e. exp, a sum, a division
     # and a product: 1 ulp for exp + 3 half-ulp roundings = 2.5 ulp.
     d = np.linspace(-17.5, 0.0, 100001).astype(F32)
@@ -342,7 +375,7 @@ def test_own_exp_accuracy_through_softmax():
     assert (np.abs(row - loss) <= bound).all(), np.max(np.abs(row - loss) / bound)
 
 
-def test_own_log_accuracy():
+def test_own_log_accuracy(isa):
     # Rows of c zeros and (W - c) logits of -1e30 (exp underflows to exactly 0): the sum
     # is exactly c, so row loss = 0 + log(c) - 0 is nn.c's log on the integer c.
     # Cephes' log is good to about 1 ulp; we assert <= 1 ulp.
