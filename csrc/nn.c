@@ -64,22 +64,33 @@ void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m
 }
 
 // Column blocks are what threads split, so each column's sum runs down i in order on
-// one thread whatever the thread count.
-enum { COLSUM_BLOCK = 64 };
+// one thread whatever the thread count (and whatever the vector width: AVX-512 keeps a
+// block in 16 zmm registers, nn_avx512.c).
+enum { COLSUM_BLOCK = 256 };
 
 void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha,
                          float beta, int n_threads) {
     int64_t n_blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+#ifdef MNC_NN_AVX512
+    const int avx512 = mnc_isa_active() == MNC_ISA_AVX512;
+#endif
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t j0 = blk * COLSUM_BLOCK;
         int64_t width = n - j0 < COLSUM_BLOCK ? n - j0 : COLSUM_BLOCK;
         float sum[COLSUM_BLOCK];
-        memset(sum, 0, sizeof sum);
-        for (int64_t i = 0; i < m; i++) {
-            const float *xi = x + i * n + j0;
-            for (int64_t j = 0; j < width; j++) sum[j] += xi[j];
+#ifdef MNC_NN_AVX512
+        if (avx512) {
+            mnc_colsum_block_avx512(sum, x + j0, m, n, width);
+        } else
+#endif
+        {
+            memset(sum, 0, sizeof sum);
+            for (int64_t i = 0; i < m; i++) {
+                const float *xi = x + i * n + j0;
+                for (int64_t j = 0; j < width; j++) sum[j] += xi[j];
+            }
         }
         for (int64_t j = 0; j < width; j++)
             out[j0 + j] = beta == 0.0f ? alpha * sum[j] : beta * out[j0 + j] + alpha * sum[j];
