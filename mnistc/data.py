@@ -459,14 +459,14 @@ class DataSet:
             self._start_epoch()
         start = self._index_in_epoch
         taken = min(batch_size, self.num_examples - start)
-        parts = [self._permutation[start : start + taken]]
+        first = self._permutation[start : start + taken].copy()
         self._index_in_epoch += taken
-        if self._index_in_epoch == self.num_examples:
-            self._epochs_completed += 1
-            self._start_epoch()
-            parts.append(self._permutation[: batch_size - taken])
-            self._index_in_epoch = batch_size - taken
-        return np.concatenate(parts)
+        if self._index_in_epoch < self.num_examples:
+            return first
+        self._epochs_completed += 1
+        self._start_epoch()
+        self._index_in_epoch = batch_size - taken
+        return np.concatenate([first, self._permutation[: batch_size - taken]])
 
     def next_batch(self, batch_size):
         """(images float32 [B, pixels] in [0, 1], labels int32 [B]) for the next batch.
