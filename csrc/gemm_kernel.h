@@ -1,7 +1,8 @@
 // gemm_kernel.h — the SGEMM microkernel contract, private to gemm.c and the
 // gemm_kernel_<isa>.c files. Written once here (BLIS style): the framework in gemm.c owns
-// the loops, packing, threads and epilogue; a microkernel only multiplies one register
-// tile. Not part of the public API (see mnistc.h for the SGEMM rounding contract).
+// the loops, packing and threads; a microkernel multiplies one register tile and, on its
+// last call for that tile, applies the epilogue before storing. Not part of the public
+// API (see mnistc.h for the SGEMM rounding contract).
 //
 // A microkernel call computes one tile of at most MR rows × NR columns over one KC block
 // of the reduction (k <= MNC_GEMM_KC, k may be 0):

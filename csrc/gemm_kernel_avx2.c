@@ -2,7 +2,7 @@
 // FMA chain per element as the AVX-512 ones, so both targets give identical bits:
 //  - the 6×16 microkernel (6 rows × 2 ymm = 12 accumulators, BLIS's haswell shape),
 //    specialised at compile time for every row count, both vector counts and both A
-//    layouts;
+//    layouts; the epilogue is applied in registers before the store;
 //  - the row kernel for m == 1 (12 ymm = 96 columns per block);
 //  - the B panel packers (a transposed B through 8×8 register transposes).
 // Only these functions use AVX2; gemm.c calls them after mnc_isa_active() said so.

@@ -2,7 +2,7 @@
 //  - the 12×32 microkernel (12 rows × 2 zmm = 24 accumulators), A broadcast from memory,
 //    B loaded as two zmm per k; one body specialised at compile time for every row count
 //    (1..12), both vector counts and both A layouts, so edge tiles and a transposed A
-//    need no other code path;
+//    need no other code path; the epilogue is applied in registers before the store;
 //  - the row kernel for m == 1 (24 zmm = 384 columns per block);
 //  - the B panel packers (a transposed B through 16×16 register transposes).
 // Only these functions use AVX-512; gemm.c calls them after mnc_isa_active() said so.
