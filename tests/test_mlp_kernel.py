@@ -366,6 +366,9 @@ def test_evaluate_across_threads_is_bit_identical(isa, n_threads, eval_problem, 
     hits_many = net.evaluate(p["images"], p["labels"], logits=many, n_threads=n_threads)
     np.testing.assert_array_equal(many, one)
     assert hits_many == hits_one == ref.in_top_k(p["logits"], p["labels"], 1).sum()
+    unlabelled = np.full((250, 10), np.nan, F32)  # inference: logits only
+    assert net.evaluate(p["images"], None, logits=unlabelled, n_threads=n_threads) == 0
+    np.testing.assert_array_equal(unlabelled, one)
     ref.assert_close(many, p["logits"], p["err"], "evaluate logits vs float64")
 
 
