@@ -30,9 +30,10 @@ static inline int mnc_team_size(int n_threads, int64_t work, int64_t min_work) {
     return (int)(useful < t ? useful : t);
 }
 
-// nn.c's AVX-512 helpers (nn_avx512.c); call only when mnc_isa_active() is AVX-512.
+// nn.c's SIMD helpers (nn_avx512.c, nn_avx2.c); call each only when mnc_isa_active()
+// is its ISA. Each gives the portable loop's bits.
 #if defined(__x86_64__) || defined(_M_X64)
-#define MNC_NN_AVX512 1
+#define MNC_NN_X86 1
 // dst[j] = (float)src[j] * scale for j < d (one row of the batch gather; exact convert,
 // one float32 multiply: the same bits as the portable loop).
 void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale);
@@ -40,10 +41,15 @@ void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale)
 // row i of x starts at x + i * ld.
 void mnc_colsum_block_avx512(float *sum, const float *x, int64_t m, int64_t ld,
                              int64_t width);
-// nn.c's softmax_xent_row on rows [0, rows) (rows <= 16, n < 2^26), the same bits.
+void mnc_colsum_block_avx2(float *sum, const float *x, int64_t m, int64_t ld,
+                           int64_t width);
+// nn.c's softmax_xent_row on rows [0, rows) (rows <= 16 or 8, n < 2^26), the same bits.
 void mnc_softmax_xent_rows_avx512(float *dz, float *row_loss, const float *z,
                                   const int32_t *labels, int64_t rows, int64_t n,
                                   float grad_scale);
+void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z,
+                                const int32_t *labels, int64_t rows, int64_t n,
+                                float grad_scale);
 #endif
 
 #endif  // MNISTC_INTERNAL_H

@@ -1,7 +1,8 @@
 // nn.c — the element-wise and row-wise kernels of an MLP step: bias+ReLU, ReLU
 // backward, column sums with an update, fused softmax cross-entropy, in_top_k and the
-// uint8 batch gather. Plain C11 that compilers vectorise; the gather and the softmax
-// hand their rows to nn_avx512.c on AVX-512 (same bits). Contracts are in mnistc.h.
+// uint8 batch gather. Plain C11 that compilers vectorise; the gather, the column sums
+// and the softmax hand their rows to nn_avx512.c / nn_avx2.c on those targets (same
+// bits). Contracts are in mnistc.h.
 //
 // exp and log are our own (nn_math.h), so the loss and gradients do not depend on the C
 // library, and the file must not be built with -ffast-math: the max-subtraction and
@@ -65,24 +66,26 @@ void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m
 
 // Column blocks are what threads split, so each column's sum runs down i in order on
 // one thread whatever the thread count (and whatever the vector width: AVX-512 keeps a
-// block in 16 zmm registers, nn_avx512.c).
+// block in 16 zmm registers, AVX2 half of it in 16 ymm; nn_avx512.c, nn_avx2.c).
 enum { COLSUM_BLOCK = 256 };
 
 void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha,
                          float beta, int n_threads) {
     int64_t n_blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
-#ifdef MNC_NN_AVX512
-    const int avx512 = mnc_isa_active() == MNC_ISA_AVX512;
+#ifdef MNC_NN_X86
+    const mnc_isa isa = mnc_isa_active();
 #endif
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t j0 = blk * COLSUM_BLOCK;
         int64_t width = n - j0 < COLSUM_BLOCK ? n - j0 : COLSUM_BLOCK;
         float sum[COLSUM_BLOCK];
-#ifdef MNC_NN_AVX512
-        if (avx512) {
+#ifdef MNC_NN_X86
+        if (isa == MNC_ISA_AVX512) {
             mnc_colsum_block_avx512(sum, x + j0, m, n, width);
+        } else if (isa == MNC_ISA_AVX2) {
+            mnc_colsum_block_avx2(sum, x + j0, m, n, width);
         } else
 #endif
         {
@@ -132,15 +135,21 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
-#ifdef MNC_NN_AVX512
-    if (mnc_isa_active() == MNC_ISA_AVX512 && n < (1 << 26)) {  // 16 rows at a time
-        int64_t blocks = (m + 15) / 16;
+#ifdef MNC_NN_X86
+    mnc_isa isa = mnc_isa_active();
+    int64_t lanes = isa == MNC_ISA_AVX512 ? 16 : isa == MNC_ISA_AVX2 ? 8 : 0;
+    if (lanes > 0 && n < (1 << 26)) {  // a row per SIMD lane
+        int64_t blocks = (m + lanes - 1) / lanes;
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
         for (int64_t blk = 0; blk < blocks; blk++) {
-            int64_t i = blk * 16;
-            mnc_softmax_xent_rows_avx512(dlogits ? dlogits + i * n : NULL, row_loss + i,
-                                         logits + i * n, labels + i,
-                                         m - i < 16 ? m - i : 16, n, grad_scale);
+            int64_t i = blk * lanes, rows = m - i < lanes ? m - i : lanes;
+            float *dz = dlogits ? dlogits + i * n : NULL;
+            if (lanes == 16)
+                mnc_softmax_xent_rows_avx512(dz, row_loss + i, logits + i * n, labels + i,
+                                             rows, n, grad_scale);
+            else
+                mnc_softmax_xent_rows_avx2(dz, row_loss + i, logits + i * n, labels + i,
+                                           rows, n, grad_scale);
         }
     } else
 #endif
@@ -181,7 +190,7 @@ void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint
                          const int32_t *idx, int64_t m, int64_t d, float scale,
                          int n_threads) {
     int team = mnc_team_size(n_threads, m * d, MIN_ELEMENTS_PER_THREAD);
-#ifdef MNC_NN_AVX512
+#ifdef MNC_NN_X86
     const int avx512 = mnc_isa_active() == MNC_ISA_AVX512;
 #else
     const int avx512 = 0;
@@ -196,7 +205,7 @@ void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint
             prefetch_bytes(images + (int64_t)idx[b + GATHER_PREFETCH_ROWS] * d, d);
         }
         float *dst = x + b * d;
-#ifdef MNC_NN_AVX512
+#ifdef MNC_NN_X86
         if (avx512) {  // the same convert and multiply, 16 at a time
             mnc_scale_u8_avx512(dst, src, d, scale);
             if (y != NULL) y[b] = labels[row];
