@@ -59,12 +59,8 @@ ALWAYS_INLINE KERNEL_TARGET __m256 exp_nonpositive(__m256 x) {
     __m256 n = sub(add(mul(x, num(NN_LOG2E)), num(NN_ROUND_MAGIC)), num(NN_ROUND_MAGIC));
     __m256 r = sub(x, mul(n, num(NN_LN2_HI)));
     r = sub(r, mul(n, num(NN_LN2_LO)));
-    __m256 p = num(NN_EXP_P0);
-    p = add(mul(p, r), num(NN_EXP_P1));
-    p = add(mul(p, r), num(NN_EXP_P2));
-    p = add(mul(p, r), num(NN_EXP_P3));
-    p = add(mul(p, r), num(NN_EXP_P4));
-    p = add(mul(p, r), num(NN_EXP_P5));
+    __m256 p;
+    NN_EXP_POLY(p, r, mul, add, num);
     p = add(add(mul(mul(p, r), r), r), num(1.0f));
     __m256i e = _mm256_cvttps_epi32(n);
     __m256i tiny = _mm256_cmpgt_epi32(inum(-126), e);
@@ -88,15 +84,8 @@ ALWAYS_INLINE KERNEL_TARGET __m256 log_ge1(__m256 x) {
     e = _mm256_add_epi32(e, _mm256_castps_si256(low));  // all-ones lanes: e - 1
     m = _mm256_blendv_ps(sub(m, num(1.0f)), sub(add(m, m), num(1.0f)), low);
     __m256 z = mul(m, m);
-    __m256 y = num(NN_LOG_P0);
-    y = add(mul(y, m), num(NN_LOG_P1));
-    y = add(mul(y, m), num(NN_LOG_P2));
-    y = add(mul(y, m), num(NN_LOG_P3));
-    y = add(mul(y, m), num(NN_LOG_P4));
-    y = add(mul(y, m), num(NN_LOG_P5));
-    y = add(mul(y, m), num(NN_LOG_P6));
-    y = add(mul(y, m), num(NN_LOG_P7));
-    y = add(mul(y, m), num(NN_LOG_P8));
+    __m256 y;
+    NN_LOG_POLY(y, m, mul, add, num);
     y = mul(mul(y, m), z);
     __m256 fe = _mm256_cvtepi32_ps(e);
     y = add(y, mul(fe, num(NN_LN2_LO)));

@@ -35,6 +35,37 @@
 #define NN_LOG_P7 -2.4999993993e-1f
 #define NN_LOG_P8 3.3333331174e-1f
 
+// The two polynomials (Horner, one multiply and one add per coefficient), written once
+// over the caller's MUL, ADD and NUM (a constant): the scalar functions below and the
+// SIMD versions in nn_avx512.c and nn_avx2.c expand the same recipe, so they round the
+// same way in the same order.
+#define NN_EXP_POLY(p, r, MUL, ADD, NUM)          \
+    do {                                          \
+        (p) = NUM(NN_EXP_P0);                     \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P1));     \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P2));     \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P3));     \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P4));     \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P5));     \
+    } while (0)
+#define NN_LOG_POLY(y, m, MUL, ADD, NUM)          \
+    do {                                          \
+        (y) = NUM(NN_LOG_P0);                     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P1));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P2));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P3));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P4));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P5));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P6));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P7));     \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P8));     \
+    } while (0)
+
+// The scalar operations for the recipes.
+#define NN_MUL(x, y) ((x) * (y))
+#define NN_ADD(x, y) ((x) + (y))
+#define NN_NUM(c) (c)
+
 // exp(x) for x <= 0 (the softmax only needs that range), ~1 ulp. No libm call: n is
 // rounded with the magic-number trick, exact in the default rounding mode for
 // |x log2(e)| < 2^22, so the code is branch-light and the same everywhere.
@@ -43,12 +74,8 @@ static inline float nn_exp_nonpositive(float x) {
     float n = (x * NN_LOG2E + NN_ROUND_MAGIC) - NN_ROUND_MAGIC;
     float r = x - n * NN_LN2_HI;
     r = r - n * NN_LN2_LO;
-    float p = NN_EXP_P0;
-    p = p * r + NN_EXP_P1;
-    p = p * r + NN_EXP_P2;
-    p = p * r + NN_EXP_P3;
-    p = p * r + NN_EXP_P4;
-    p = p * r + NN_EXP_P5;
+    float p;
+    NN_EXP_POLY(p, r, NN_MUL, NN_ADD, NN_NUM);
     p = p * r * r + r + 1.0f;
     // p * 2^n without overflow in the exponent field: n >= -149 here, so split it.
     int e = (int)n;
@@ -74,15 +101,8 @@ static inline float nn_log_ge1(float x) {
         m = m - 1.0f;
     }
     float z = m * m;
-    float y = NN_LOG_P0;
-    y = y * m + NN_LOG_P1;
-    y = y * m + NN_LOG_P2;
-    y = y * m + NN_LOG_P3;
-    y = y * m + NN_LOG_P4;
-    y = y * m + NN_LOG_P5;
-    y = y * m + NN_LOG_P6;
-    y = y * m + NN_LOG_P7;
-    y = y * m + NN_LOG_P8;
+    float y;
+    NN_LOG_POLY(y, m, NN_MUL, NN_ADD, NN_NUM);
     y = y * m * z;
     float fe = (float)e;
     y += fe * NN_LN2_LO;

@@ -12,7 +12,6 @@ Record framing (TFRecord): ``uint64 length``, ``uint32 masked_crc32c(length)``,
 import itertools
 import math
 import os
-import socket
 import struct
 import time
 
@@ -99,6 +98,7 @@ class EventWriter:
     """
 
     def __init__(self, log_dir, purge_step=None):
+        import socket  # for the host name only; 3 ms of import that inference need not pay
         name = "events.out.tfevents.{:010d}.{}.{}.{}".format(
             int(time.time()), socket.gethostname(), os.getpid(), next(_file_serial))
         self.path = os.path.join(log_dir, name)
