@@ -1,8 +1,9 @@
 // gemm.c — mnistc's SGEMM framework in the GotoBLAS/BLIS structure: the loops over column
 // blocks (NC) and reduction blocks (KC), packing of the panels that need it, the split
 // of output tiles over threads, handing each tile's epilogue to its last microkernel
-// call, and the choice of microkernel per CPU target. The arithmetic is the microkernels' (gemm_kernel_<isa>.c, contract in
-// gemm_kernel.h); the rounding contract is mnistc.h's. No BLAS, no ISA code here.
+// call, and the choice of microkernel per CPU target. The arithmetic is the
+// microkernels' (gemm_kernel_<isa>.c, contract in gemm_kernel.h); the rounding contract
+// is mnistc.h's. No BLAS, no ISA code here.
 //
 // The model's operands live in L2, so packing is done only where it pays (BLIS "sup"):
 //  - A is read in place: MR row streams (NN/NT) or MR contiguous floats per k (TN/TT).

@@ -51,12 +51,13 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
     return 0;
 }
 
-// Forward pass and in_top_k count of rows [start, start + rows) (rows <= buf->batch);
-// copies the logits to logits_out when it is not NULL.
+// Forward pass and in_top_k count of chunk c of rows [0, m): rows [c * batch, ...), at
+// most buf->batch of them; copies the logits to logits_out when it is not NULL.
 static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf,
-                              const uint8_t *images, const uint8_t *labels, int64_t start,
-                              int64_t rows, int64_t image_size, float scale, int64_t k,
+                              const uint8_t *images, const uint8_t *labels, int64_t m,
+                              int64_t c, int64_t image_size, float scale, int64_t k,
                               float *logits_out, int n_threads) {
+    int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
     int64_t classes = net->sizes[net->n_layers];
     const float *logits = buf->activations[net->n_layers - 1];
     mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows,
@@ -115,19 +116,15 @@ int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8
         if ((scratch[t] = forward_scratch(net, buf->batch)) == NULL) team = t;
     int64_t hits = 0;
     if (team <= 1) {  // few chunks: the kernels share out the work within each one
-        for (int64_t c = 0; c < chunks; c++) {
-            int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
-            hits += evaluate_chunk(net, buf, images, labels, start, rows, image_size, scale, k,
+        for (int64_t c = 0; c < chunks; c++)
+            hits += evaluate_chunk(net, buf, images, labels, m, c, image_size, scale, k,
                                    logits_out, n_threads);
-        }
     } else {
         scratch[0] = buf;
 #pragma omp parallel for num_threads(team) schedule(dynamic) reduction(+ : hits)
-        for (int64_t c = 0; c < chunks; c++) {
-            int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
-            hits += evaluate_chunk(net, scratch[mnc_thread_num()], images, labels, start, rows,
+        for (int64_t c = 0; c < chunks; c++)
+            hits += evaluate_chunk(net, scratch[mnc_thread_num()], images, labels, m, c,
                                    image_size, scale, k, logits_out, 1);
-        }
     }
     for (int t = 1; t < team; t++) free((void *)scratch[t]);
     free(scratch);
