@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -119,8 +120,12 @@ sources = ["mnistc/_kernels.pyx"] + sorted(str(p) for p in Path("csrc").glob("*.
 # The headers are dependencies: without them an in-tree `pip install .` or `build_ext`
 # after a header-only edit finds the old .so "up to date" and ships it.
 headers = sorted(str(p) for p in Path("csrc").glob("*.h"))
+# NumPy's C API (the wrappers' argument checks) at the 1.23 level, the oldest NumPy the
+# package supports at run time; NumPy >= 2 headers build wheels that run on 1.x and 2.x.
 extension = Extension("mnistc._kernels", sources=sources, depends=headers,
-                      include_dirs=["csrc"])
+                      include_dirs=["csrc", numpy.get_include()],
+                      define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_23_API_VERSION"),
+                                     ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")])
 
 setup(
     ext_modules=cythonize([extension], language_level=3),

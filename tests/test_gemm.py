@@ -327,6 +327,12 @@ def f32(*shape):
     return np.ones(shape, np.float32)
 
 
+def misaligned(a):
+    """A C-contiguous float32 copy of a whose data starts 1 byte past a 4-byte boundary."""
+    out = np.frombuffer(np.zeros(a.nbytes + 1, np.uint8)[1:].data, np.float32)
+    return out.reshape(a.shape)
+
+
 @pytest.mark.parametrize("call,error,name", [
     (lambda: _kernels.sgemm(f32(2, 3).tolist(), f32(3, 4)), TypeError, "a"),
     (lambda: _kernels.sgemm(f32(2, 3), np.ones((3, 4))), TypeError, "b"),
@@ -353,6 +359,12 @@ def f32(*shape):
     (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2).T), ValueError,
      "relu_mask"),
     (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=-1), ValueError, "n_threads"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads="2"), TypeError, "n_threads"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=2**40), ValueError, "n_threads"),
+    (lambda: _kernels.sgemm(f32(2, 3).astype(">f4"), f32(3, 4)), TypeError, "a"),
+    (lambda: _kernels.sgemm(f32(2, 3), misaligned(f32(3, 4))), ValueError, "b"),
+    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=misaligned(f32(4))), ValueError,
+     "bias"),
 ])
 def test_wrapper_rejects_bad_arguments(call, error, name):
     with pytest.raises(error, match=name):

@@ -562,6 +562,12 @@ i32 = lambda *shape: np.zeros(shape, np.int32)  # noqa: E731
 u8 = lambda *shape: np.zeros(shape, np.uint8)  # noqa: E731
 noncontig = lambda a: np.repeat(a, 2, axis=-1)[..., ::2]  # noqa: E731
 
+
+def unaligned(a):
+    """An array of a's shape and dtype (itemsize > 1) whose data is 1 byte off alignment."""
+    return np.frombuffer(np.zeros(a.nbytes + 1, np.uint8)[1:].data, a.dtype).reshape(a.shape)
+
+
 # (call, exception, argument name the message must contain)
 BAD_CALLS = [
     (lambda: K.bias_relu(f32(3, 4).astype(np.float64), f32(4)), TypeError, "x"),
@@ -604,6 +610,11 @@ BAD_CALLS = [
     (lambda: K.gather_scale(u8(5, 4), u8(5), i32(2, 1)), ValueError, "idx"),
     (lambda: K.gather_scale(noncontig(u8(5, 4)), u8(5), i32(2)), ValueError, "images"),
     (lambda: K.gather_scale(u8(5, 4), u8(5), noncontig(i32(2))), ValueError, "idx"),
+    (lambda: K.gather_scale(u8(5, 4), u8(5), unaligned(i32(2))), ValueError, "idx"),
+    (lambda: K.gather_scale(u8(5, 4), u8(5), i32(2).astype(">i4")), TypeError, "idx"),
+    (lambda: K.bias_relu(unaligned(f32(3, 4)), f32(4)), ValueError, "x"),
+    (lambda: K.bias_relu(f32(3, 4), f32(4), out=unaligned(f32(3, 4))), ValueError, "out"),
+    (lambda: K.relu_backward(f32(3, 4), f32(3, 4).astype(">f4")), TypeError, "y"),
 ]
 
 
