@@ -81,15 +81,16 @@ typedef struct gemm_target {
     mnc_gemm_pack_b *pack_b;    // NULL: the portable copy in pack_b_panel
     mnc_gemm_pack_b *pack_bt;   // NULL: the portable transpose in pack_b_panel
     mnc_gemm_row *row;          // NULL: m == 1 goes through the tile kernel
+    mnc_gemm_row *row_t;        // the same for m == 1 with a transposed B
 } gemm_target;
 
 static const gemm_target targets[3] = {
-    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic, NULL, NULL, NULL},
+    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic, NULL, NULL, NULL, NULL},
 #ifdef MNC_GEMM_X86
     {MNC_AVX2_MR, MNC_AVX2_NR, 256, mnc_gemm_ukernel_avx2, mnc_gemm_pack_b_avx2,
-     mnc_gemm_pack_bt_avx2, mnc_gemm_row_avx2},
+     mnc_gemm_pack_bt_avx2, mnc_gemm_row_avx2, mnc_gemm_row_t_avx2},
     {MNC_AVX512_MR, MNC_AVX512_NR, 256, mnc_gemm_ukernel_avx512, mnc_gemm_pack_b_avx512,
-     mnc_gemm_pack_bt_avx512, mnc_gemm_row_avx512},
+     mnc_gemm_pack_bt_avx512, mnc_gemm_row_avx512, mnc_gemm_row_t_avx512},
 #endif
 };
 
@@ -116,7 +117,7 @@ typedef struct gemm_call {
     int64_t kb;        // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
     int64_t slot;      // floats of packing buffer per (virtual) thread: B panels, A tile
     int64_t slot_b;    // the B panels' part of it
-    int row_path;      // m == 1, B untransposed: the target's row kernel
+    int row_path;      // m == 1: the target's row kernel (row_t for a transposed B)
     int team;
 } gemm_call;
 
@@ -293,18 +294,20 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
     }
 }
 
-// The row path (m == 1, B untransposed): part `part` of g->team takes a contiguous range
-// of columns, in 16-float units so that no two parts share a cache line of C.
+// The row path (m == 1): part `part` of g->team takes a contiguous range of columns, in
+// 16-float units so that no two parts share a cache line of C.
 static void gemm_row_part(const gemm_call *g, int part) {
     int64_t units = ceil_div(g->n, 16);
     int64_t j0 = units * part / g->team * 16;
     int64_t j1 = min64(units * (part + 1) / g->team * 16, g->n);
     if (j0 >= j1) return;
     int64_t inc_a = g->trans_a ? g->lda : 1, pc = 0;
+    mnc_gemm_row *row = g->trans_b ? g->t->row_t : g->t->row;
     do {
         int64_t kc = min64(KC, g->k - pc);
-        g->t->row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, g->b + pc * g->ldb + j0,
-                  g->ldb, pc == 0 ? g->beta : 1.0f, g->c + j0);
+        const float *b = g->trans_b ? g->b + j0 * g->ldb + pc : g->b + pc * g->ldb + j0;
+        row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, b, g->ldb,
+            pc == 0 ? g->beta : 1.0f, g->c + j0);
         pc += kc;
     } while (pc < g->k);
     if (g->ep != NULL) epilogue_tile(g->ep, g->c, g->ldc, 0, j0, 1, (int)(j1 - j0));
@@ -362,7 +365,7 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                    a, b, lda, ldb, c, ldc, ep, 0, n, 0, 0, 0, 0, 0, 1};
     if (ep != NULL && ep->bias == NULL && !ep->relu && ep->relu_mask == NULL) g.ep = NULL;
     float *buf = NULL;
-    if (m == 1 && !g.trans_b && g.t->row != NULL) {
+    if (m == 1 && (g.trans_b ? g.t->row_t : g.t->row) != NULL) {
         g.row_path = 1;
         g.team = mnc_team_size(n_threads, 2 * n * k, ROW_MIN_FLOPS_PER_THREAD);
         if (g.team > ceil_div(n, 16)) g.team = (int)ceil_div(n, 16);

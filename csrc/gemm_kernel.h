@@ -61,6 +61,11 @@
 // It walks B a row at a time across wide column blocks, so B streams contiguously
 // instead of one 4 KiB page per p as a 32-column panel of a wide B would.
 //
+// And a row kernel for m == 1 with a transposed B (NT: op(B)(p, j) = b[j * ldb + p], a
+// batch of one through the input gradient), the same chain and rounding, which
+// transposes B in registers as it goes instead of packing it: a packed copy of a
+// 1024 × 1024 B cost more than the whole product.
+//
 // The per-target table (targets[] in gemm.c) holds MR, NR, the cache block sizes, the
 // kernel and the packers; KC is MNC_GEMM_KC for every target (part of the contract).
 #ifndef MNISTC_GEMM_KERNEL_H
@@ -116,6 +121,10 @@ void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_
                        const float *b, int64_t ldb, float beta, float *c);
 void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                          const float *b, int64_t ldb, float beta, float *c);
+void mnc_gemm_row_t_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
+                         const float *b, int64_t ldb, float beta, float *c);
+void mnc_gemm_row_t_avx512(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
+                           const float *b, int64_t ldb, float beta, float *c);
 void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                             int64_t kc, int64_t n);
 void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,

@@ -3,7 +3,8 @@
 //  - the 6×16 microkernel (6 rows × 2 ymm = 12 accumulators, BLIS's haswell shape),
 //    specialised at compile time for every row count, both vector counts and both A
 //    layouts; the epilogue is applied in registers before the store;
-//  - the row kernel for m == 1 (12 ymm = 96 columns per block);
+//  - the row kernels for m == 1 (12 ymm = 96 columns per block; a transposed B through
+//    8×8 register transposes);
 //  - the B panel packers (a transposed B through 8×8 register transposes).
 // Only these functions use AVX2; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
@@ -262,6 +263,58 @@ KERNEL_TARGET void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const fl
     for (; j + 32 <= n; j += 32) row_block(4, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
     for (; j + 8 <= n; j += 8) row_block(1, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
     if (j < n) row_block(1, 1, (int)(n - j), k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+}
+
+// The row kernel for a transposed B (m == 1), as in the AVX-512 file: 8 k of 8 rows of B
+// read as 8 runs of 32 bytes and transposed in registers, blocks of 8 columns in pairs.
+ALWAYS_INLINE KERNEL_TARGET __m256 row_t_block(__m256 acc, int rows, int64_t k,
+                                               const float *a, int64_t inc_a,
+                                               const float *b, int64_t ldb, int64_t p0) {
+    int kp = k - p0 < 8 ? (int)(k - p0) : 8;
+    __m256i mp = lane_mask(kp, 0);
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++)
+        r[i] = i >= rows ? _mm256_setzero_ps()
+             : kp == 8   ? _mm256_loadu_ps(b + i * ldb + p0)
+                         : _mm256_maskload_ps(b + i * ldb + p0, mp);
+    transpose8(r);
+    if (kp == 8) {
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++)
+            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (p0 + q) * inc_a), r[q], acc);
+    } else {
+        for (int q = 0; q < kp; q++)
+            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + (p0 + q) * inc_a), r[q], acc);
+    }
+    return acc;
+}
+
+// c[0 .. n) = alpha * acc (beta == 0) or fma(alpha, acc, beta * c), n <= 8 lanes.
+ALWAYS_INLINE KERNEL_TARGET void row_t_store(float *c, __m256 acc, int n, float alpha,
+                                             float beta) {
+    __m256i m = lane_mask(n, 0);
+    __m256 va = _mm256_set1_ps(alpha);
+    __m256 out = beta == 0.0f ? _mm256_mul_ps(va, acc)
+        : _mm256_fmadd_ps(va, acc, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(c, m)));
+    _mm256_maskstore_ps(c, m, out);
+}
+
+KERNEL_TARGET void mnc_gemm_row_t_avx2(int64_t k, int64_t n, float alpha, const float *a,
+                                       int64_t inc_a, const float *b, int64_t ldb,
+                                       float beta, float *c) {
+    for (int64_t j = 0; j < n; j += 16) {
+        int n0 = n - j < 8 ? (int)(n - j) : 8;
+        int n1 = n - j <= 8 ? 0 : n - j < 16 ? (int)(n - j - 8) : 8;
+        const float *b0 = b + j * ldb, *b1 = n1 > 0 ? b0 + 8 * ldb : b0;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (int64_t p0 = 0; p0 < k; p0 += 8) {
+            acc0 = row_t_block(acc0, n0, k, a, inc_a, b0, ldb, p0);
+            if (n1 > 0) acc1 = row_t_block(acc1, n1, k, a, inc_a, b1, ldb, p0);
+        }
+        row_t_store(c + j, acc0, n0, alpha, beta);
+        if (n1 > 0) row_t_store(c + j + 8, acc1, n1, alpha, beta);
+    }
 }
 
 #endif  // x86-64

@@ -281,4 +281,58 @@ KERNEL_TARGET void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const 
     }
 }
 
+// The row kernel for a transposed B (m == 1, op(B)(p, j) = b[j * ldb + p]): column j of
+// op(B) is row j of B, so 16 k of 16 rows are read as 16 runs of 64 bytes and transposed
+// in registers; vector q then holds op(B)(p0 + q, j .. j + 15) and each column's chain
+// takes its FMAs in increasing p, as in every kernel. Blocks of 16 columns go in pairs:
+// two independent chains, so that one FMA's latency is not all the other waits on.
+// Rows past n read nothing (0), k past `k` is neither read nor multiplied.
+ALWAYS_INLINE KERNEL_TARGET __m512 row_t_block(__m512 acc, int rows, int64_t k,
+                                               const float *a, int64_t inc_a,
+                                               const float *b, int64_t ldb, int64_t p0) {
+    int kp = k - p0 < 16 ? (int)(k - p0) : 16;
+    __mmask16 mp = lane_mask(kp, 0);
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(mp, b + i * ldb + p0) : _mm512_setzero_ps();
+    transpose16(r);
+    if (kp == 16) {
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(a[(p0 + q) * inc_a]), r[q], acc);
+    } else {
+        for (int q = 0; q < kp; q++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(a[(p0 + q) * inc_a]), r[q], acc);
+    }
+    return acc;
+}
+
+// c[0 .. n) = alpha * acc (beta == 0) or fma(alpha, acc, beta * c), n <= 16 lanes.
+ALWAYS_INLINE KERNEL_TARGET void row_t_store(float *c, __m512 acc, int n, float alpha,
+                                             float beta) {
+    __mmask16 m = lane_mask(n, 0);
+    __m512 va = _mm512_set1_ps(alpha);
+    __m512 out = beta == 0.0f ? _mm512_mul_ps(va, acc)
+        : _mm512_fmadd_ps(va, acc, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, c)));
+    _mm512_mask_storeu_ps(c, m, out);
+}
+
+KERNEL_TARGET void mnc_gemm_row_t_avx512(int64_t k, int64_t n, float alpha, const float *a,
+                                         int64_t inc_a, const float *b, int64_t ldb,
+                                         float beta, float *c) {
+    for (int64_t j = 0; j < n; j += 32) {
+        int n0 = n - j < 16 ? (int)(n - j) : 16;
+        int n1 = n - j <= 16 ? 0 : n - j < 32 ? (int)(n - j - 16) : 16;
+        const float *b0 = b + j * ldb, *b1 = n1 > 0 ? b0 + 16 * ldb : b0;
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (int64_t p0 = 0; p0 < k; p0 += 16) {
+            acc0 = row_t_block(acc0, n0, k, a, inc_a, b0, ldb, p0);
+            if (n1 > 0) acc1 = row_t_block(acc1, n1, k, a, inc_a, b1, ldb, p0);
+        }
+        row_t_store(c + j, acc0, n0, alpha, beta);
+        if (n1 > 0) row_t_store(c + j + 16, acc1, n1, alpha, beta);
+    }
+}
+
 #endif  // x86-64

@@ -20,7 +20,7 @@ SHAPES = [  # (m, n, k)
     (31, 33, 100), (32, 100, 128), (33, 128, 7), (100, 15, 785), (128, 2, 16),
     (785, 1, 2), (3, 785, 1), (4, 9, 5), (5, 8, 3), (6, 15, 9), (11, 64, 13),
     (12, 65, 12), (13, 47, 11), (25, 96, 40), (24, 10, 100),
-    (1, 785, 33), (1, 400, 128), (1, 17, 7),  # m = 1: the row kernel (untransposed B)
+    (1, 785, 33), (1, 400, 128), (1, 17, 7),  # m = 1: the row kernels (B, or B transposed)
     (128, 130, 40), (256, 200, 9),  # TN/TT: lda % 128 == 0 -> A tiles copied k-major
 ]
 BIG_K_SHAPES = [(13, 33, KC - 1), (5, 40, KC), (7, 17, KC + 1), (3, 9, 2 * KC + 52),
@@ -104,7 +104,8 @@ def test_reduction_blocks_round_like_the_contract():
 def test_sub_blocks_keep_one_chain(isa, trans_b):
     """With beta = 0 a KC block may be cut into sub-blocks whose partial sums wait in C
     (gemm.c, k > 256): the chain, and every bit, must be the uncut one. Each row of C
-    equals the m = 1 call, which the row kernel computes in one piece (FMA targets)."""
+    equals the m = 1 calls, which the row kernels compute in one piece (FMA targets):
+    B untransposed and B transposed (transposed in registers as it is read)."""
     if isa == "generic":
         pytest.skip("the row kernel is an FMA target's")
     rng = np.random.default_rng(11)
@@ -114,6 +115,7 @@ def test_sub_blocks_keep_one_chain(isa, trans_b):
         mask = np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
         b_nn = np.ascontiguousarray(b.T) if trans_b else b
+        b_nt = b if trans_b else np.ascontiguousarray(b.T)
         for kwargs in (dict(alpha=0.5), dict(relu_mask=mask), dict(bias=bias, relu=True)):
             whole = run_on(isa, a, b, np.zeros((m, n), np.float32), trans_b=trans_b,
                            **kwargs)
@@ -121,10 +123,13 @@ def test_sub_blocks_keep_one_chain(isa, trans_b):
                 row_kwargs = dict(kwargs)
                 if "relu_mask" in kwargs:
                     row_kwargs["relu_mask"] = np.ascontiguousarray(mask[i:i + 1])
-                row = run_on(isa, np.ascontiguousarray(a[i:i + 1]), b_nn,
-                             np.zeros((1, n), np.float32), **row_kwargs)
-                np.testing.assert_array_equal(
-                    whole[i:i + 1], row, err_msg=f"{isa} {m}x{n}x{k} row {i} {list(kwargs)}")
+                for b_row, row_trans_b in ((b_nn, False), (b_nt, True)):
+                    row = run_on(isa, np.ascontiguousarray(a[i:i + 1]), b_row,
+                                 np.zeros((1, n), np.float32), trans_b=row_trans_b,
+                                 **row_kwargs)
+                    np.testing.assert_array_equal(
+                        whole[i:i + 1], row,
+                        err_msg=f"{isa} {m}x{n}x{k} row {i} NT={row_trans_b} {list(kwargs)}")
 
 
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
@@ -249,6 +254,7 @@ THREADED = [(256, 784, 1024, False, False), (784, 256, 1024, True, False),
             (256, 1000, 1024, False, True), (250, 130, 2100, True, True),
             (100, 128, 784, False, False), (784, 128, 100, True, False),
             (1, 1000, 1100, False, False), (1, 1024, 784, True, False),
+            (1, 1000, 1100, False, True), (1, 1024, 784, True, True),
             (256, 300, 1024, True, False)]
 
 
