@@ -3,8 +3,8 @@
 //  - the 6×16 microkernel (6 rows × 2 ymm = 12 accumulators, BLIS's haswell shape),
 //    specialised at compile time for every row count, both vector counts and both A
 //    layouts; the epilogue is applied in registers before the store;
-//  - the row kernels for m == 1 (12 ymm = 96 columns per block; a transposed B through
-//    8×8 register transposes);
+//  - the row kernels for m == 1 (register blocks up to 96 columns, then whole-row
+//    passes; a transposed B through 8×8 register transposes);
 //  - the B panel packers (a transposed B through 8×8 register transposes).
 // Only these functions use AVX2; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
@@ -21,7 +21,9 @@
 #define ALWAYS_INLINE static __forceinline
 #endif
 
-#define ROW_VECTORS 12  // ymm accumulators of the row kernel: 96 columns per block
+#define ROW_VECTORS 12  // ymm accumulators of the row kernel's register blocks: 96 columns
+#define ROW_CHUNK 1024  // columns per pass of the row kernel (their chains: 4 KiB of L1)
+#define ROW_GROUP 4     // rows of B per step of the row kernel: 4 sequential streams
 
 // Lanes of columns [8 v, 8 v + 8) inside nr, as a vmaskmov mask (sign bit set = in).
 ALWAYS_INLINE KERNEL_TARGET __m256i lane_mask(int nr, int v) {
@@ -254,15 +256,70 @@ ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, const int partial, int 
     }
 }
 
+// The row kernel (m == 1, B untransposed), as in the AVX-512 file: register blocks while
+// they cover the whole width, else passes of ROW_CHUNK columns whose chains wait in L1
+// while B is read ROW_GROUP whole rows at a time.
 KERNEL_TARGET void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a,
                                      int64_t inc_a, const float *b, int64_t ldb,
                                      float beta, float *c) {
-    int64_t j = 0;
-    for (; j + 8 * ROW_VECTORS <= n; j += 8 * ROW_VECTORS)
-        row_block(ROW_VECTORS, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-    for (; j + 32 <= n; j += 32) row_block(4, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-    for (; j + 8 <= n; j += 8) row_block(1, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-    if (j < n) row_block(1, 1, (int)(n - j), k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+    if (n <= 8 * ROW_VECTORS) {
+        int64_t j = 0;
+        for (; j + 8 * ROW_VECTORS <= n; j += 8 * ROW_VECTORS)
+            row_block(ROW_VECTORS, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        for (; j + 32 <= n; j += 32) row_block(4, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        for (; j + 8 <= n; j += 8) row_block(1, 0, 8, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        if (j < n) row_block(1, 1, (int)(n - j), k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        return;
+    }
+    __m256 acc[ROW_CHUNK / 8];
+    for (int64_t j0 = 0; j0 < n; j0 += ROW_CHUNK) {
+        int w = n - j0 < ROW_CHUNK ? (int)(n - j0) : ROW_CHUNK;
+        int full = w / 8, nv = (w + 7) / 8;  // nv > full: a last, partial vector
+        __m256i last = lane_mask(w - 8 * full, 0);
+        for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
+        int64_t p = 0;
+        for (; p + ROW_GROUP <= k; p += ROW_GROUP) {
+            __m256 x[ROW_GROUP];
+            const float *bp = b + p * ldb + j0;
+#pragma GCC unroll 4
+            for (int i = 0; i < ROW_GROUP; i++) x[i] = _mm256_broadcast_ss(a + (p + i) * inc_a);
+            for (int v = 0; v < full; v++) {
+                __m256 s = acc[v];
+#pragma GCC unroll 4
+                for (int i = 0; i < ROW_GROUP; i++)
+                    s = _mm256_fmadd_ps(x[i], _mm256_loadu_ps(bp + i * ldb + 8 * v), s);
+                acc[v] = s;
+            }
+            if (nv > full) {
+                __m256 s = acc[full];
+#pragma GCC unroll 4
+                for (int i = 0; i < ROW_GROUP; i++)
+                    s = _mm256_fmadd_ps(x[i], _mm256_maskload_ps(bp + i * ldb + 8 * full, last), s);
+                acc[full] = s;
+            }
+        }
+        for (; p < k; p++) {
+            __m256 x = _mm256_broadcast_ss(a + p * inc_a);
+            const float *bp = b + p * ldb + j0;
+            for (int v = 0; v < full; v++)
+                acc[v] = _mm256_fmadd_ps(x, _mm256_loadu_ps(bp + 8 * v), acc[v]);
+            if (nv > full)
+                acc[full] = _mm256_fmadd_ps(x, _mm256_maskload_ps(bp + 8 * full, last), acc[full]);
+        }
+        __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        for (int v = 0; v < nv; v++) {
+            float *cv = c + j0 + 8 * v;
+            if (v < full) {
+                __m256 out = beta == 0.0f ? _mm256_mul_ps(va, acc[v])
+                    : _mm256_fmadd_ps(va, acc[v], _mm256_mul_ps(vb, _mm256_loadu_ps(cv)));
+                _mm256_storeu_ps(cv, out);
+            } else {
+                __m256 out = beta == 0.0f ? _mm256_mul_ps(va, acc[v])
+                    : _mm256_fmadd_ps(va, acc[v], _mm256_mul_ps(vb, _mm256_maskload_ps(cv, last)));
+                _mm256_maskstore_ps(cv, last, out);
+            }
+        }
+    }
 }
 
 // The row kernel for a transposed B (m == 1), as in the AVX-512 file: 8 k of 8 rows of B

@@ -3,7 +3,8 @@
 //    B loaded as two zmm per k; one body specialised at compile time for every row count
 //    (1..12), both vector counts and both A layouts, so edge tiles and a transposed A
 //    need no other code path; the epilogue is applied in registers before the store;
-//  - the row kernel for m == 1 (24 zmm = 384 columns per block);
+//  - the row kernels for m == 1: register blocks up to 384 columns, then whole-row
+//    passes; a transposed B through 16×16 register transposes;
 //  - the B panel packers (a transposed B through 16×16 register transposes).
 // Only these functions use AVX-512; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
@@ -20,7 +21,9 @@
 #define ALWAYS_INLINE static __forceinline
 #endif
 
-#define ROW_VECTORS 24  // zmm accumulators of the row kernel: 384 columns per block
+#define ROW_VECTORS 24  // zmm accumulators of the row kernel's register blocks
+#define ROW_CHUNK 1024  // columns per pass of the row kernel (their chains: 4 KiB of L1)
+#define ROW_GROUP 4     // rows of B per step of the row kernel: 4 sequential streams
 
 // Columns [16 v, 16 v + 16) of the tile that are inside nr, as a lane mask.
 ALWAYS_INLINE KERNEL_TARGET __mmask16 lane_mask(int nr, int v) {
@@ -268,16 +271,69 @@ ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, int last, int64_t k, fl
     }
 }
 
+// The row kernel (m == 1, B untransposed). Up to ROW_VECTORS zmm of columns, the chains
+// stay in registers and each row of B is one contiguous run (row_block). A wider B goes
+// in passes of up to ROW_CHUNK columns whose chains wait in an L1 array while B is read
+// ROW_GROUP whole rows at a time: a few long sequential streams, the prefetchers' best
+// case (register blocks across a wide B read 1.5 KiB per 4 KiB row and were 10-27%
+// slower on 1024-wide B, where batch 1 runs at the speed B arrives). Either way each
+// column takes its FMAs in increasing p, from an accumulator kept exactly: same bits.
 KERNEL_TARGET void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a,
                                        int64_t inc_a, const float *b, int64_t ldb,
                                        float beta, float *c) {
-    int64_t j = 0;
-    for (; j + 16 * ROW_VECTORS <= n; j += 16 * ROW_VECTORS)
-        row_block(ROW_VECTORS, 16, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-    for (; j + 128 <= n; j += 128) row_block(8, 16, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-    for (; j < n; j += 16) {
-        int last = n - j < 16 ? (int)(n - j) : 16;
-        row_block(1, last, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+    if (n <= 16 * ROW_VECTORS) {
+        int64_t j = 0;
+        for (; j + 16 * ROW_VECTORS <= n; j += 16 * ROW_VECTORS)
+            row_block(ROW_VECTORS, 16, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        for (; j + 128 <= n; j += 128) row_block(8, 16, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        for (; j < n; j += 16) {
+            int last = n - j < 16 ? (int)(n - j) : 16;
+            row_block(1, last, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        }
+        return;
+    }
+    __m512 acc[ROW_CHUNK / 16];
+    for (int64_t j0 = 0; j0 < n; j0 += ROW_CHUNK) {
+        int w = n - j0 < ROW_CHUNK ? (int)(n - j0) : ROW_CHUNK;
+        int nv = (w + 15) / 16;
+        __mmask16 last = lane_mask(w - 16 * (nv - 1), 0);
+        for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
+        int64_t p = 0;
+        for (; p + ROW_GROUP <= k; p += ROW_GROUP) {
+            __m512 x[ROW_GROUP];
+            const float *bp = b + p * ldb + j0;
+#pragma GCC unroll 4
+            for (int i = 0; i < ROW_GROUP; i++) x[i] = _mm512_set1_ps(a[(p + i) * inc_a]);
+            for (int v = 0; v + 1 < nv; v++) {
+                __m512 s = acc[v];
+#pragma GCC unroll 4
+                for (int i = 0; i < ROW_GROUP; i++)
+                    s = _mm512_fmadd_ps(x[i], _mm512_loadu_ps(bp + i * ldb + 16 * v), s);
+                acc[v] = s;
+            }
+            __m512 s = acc[nv - 1];
+#pragma GCC unroll 4
+            for (int i = 0; i < ROW_GROUP; i++)
+                s = _mm512_fmadd_ps(x[i], _mm512_maskz_loadu_ps(last, bp + i * ldb + 16 * (nv - 1)), s);
+            acc[nv - 1] = s;
+        }
+        for (; p < k; p++) {
+            __m512 x = _mm512_set1_ps(a[p * inc_a]);
+            const float *bp = b + p * ldb + j0;
+            for (int v = 0; v < nv; v++) {
+                __mmask16 m = v + 1 < nv ? (__mmask16)0xffff : last;
+                acc[v] = _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, bp + 16 * v), acc[v]);
+            }
+        }
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        for (int v = 0; v < nv; v++) {
+            __mmask16 m = v + 1 < nv ? (__mmask16)0xffff : last;
+            float *cv = c + j0 + 16 * v;
+            __m512 out = beta == 0.0f
+                ? _mm512_mul_ps(va, acc[v])
+                : _mm512_fmadd_ps(va, acc[v], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cv)));
+            _mm512_mask_storeu_ps(cv, m, out);
+        }
     }
 }
 
