@@ -9,10 +9,11 @@
 //  - A is read in place: MR row streams (NN/NT) or MR contiguous floats per k (TN/TT).
 //    A transposed A tile whose rows are a multiple of 512 B apart (L1 set conflicts) and
 //    that is reused across >= PACK_A_MIN_PANELS panels is first copied to k-major form.
-//  - B is read in place when untransposed and one KC block of it fits DIRECT_B_BYTES
-//    (the model's weights, the batch's gradients) or only one row tile uses it. A
-//    transposed B (NT/TT) or a larger one is packed NC columns at a time into NR-wide
-//    panels; a partial last panel (n % NR) is always packed, zero-padded.
+//  - B is read in place when untransposed, one KC block of it fits DIRECT_B_BYTES and its
+//    rows are less than DIRECT_B_MAX_LDB floats apart (the small model's weights and
+//    gradients), or only one row tile uses it. A transposed B (NT/TT) or another one is
+//    packed NC columns at a time into NR-wide panels; a partial last panel (n % NR) is
+//    always packed, zero-padded.
 // A KC block with beta == 0 deeper than SPLIT_KB is cut into sub-blocks whose partial
 // chains wait in C (MNC_UK_ACC_IN/OUT, exact), so that an A tile (MR x sub-block) stays
 // in L1 and a packed B block (sub-block x NC, NC sized by PACK_B_BYTES) in L2.
@@ -54,6 +55,13 @@
 // of the model's W1); a larger B reused by several row tiles is packed NC columns at a
 // time, so the kernel streams contiguous panels instead of one 4 KiB page per row.
 #define DIRECT_B_BYTES (512 << 10)
+
+// ... but not when its rows are this many floats (1 KiB) or more apart: a panel's rows
+// then sit on a new 4 KiB page every few k, which the prefetchers do not follow, and
+// packing pays even for a B read by a handful of row tiles (measured, in-process A/B:
+// 784x1024x100 and 784x1000x100 TN 1.08-1.25x faster packed on AVX-512, 1.14-1.21x on
+// AVX2; at 128-float rows, the small model's, reading in place stays as fast).
+#define DIRECT_B_MAX_LDB 256
 
 // A transposed A tile (MR floats from each of kc rows lda apart) is copied to k-major form
 // when its rows would crowd a few L1 sets, i.e. lda is a multiple of PACK_A_LDA (rows a
@@ -372,7 +380,8 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
     } else {
         const int64_t mr = g.t->mr, nr = g.t->nr;
         g.pack_all = g.trans_b ||
-                     (m > mr && (double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES);
+                     (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
+                                 ldb >= DIRECT_B_MAX_LDB));
         g.kb = k > SPLIT_KB ? SPLIT_KB : 0;
         if (g.pack_all) {
             // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.

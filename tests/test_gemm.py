@@ -23,6 +23,7 @@ SHAPES = [  # (m, n, k)
     (1, 785, 33), (1, 400, 128), (1, 17, 7),  # m = 1: the row kernels (B, or B transposed)
     (1, 100, 6), (1, 2100, 9),  # m = 1, wider than a register block: passes of 1024 columns
     (128, 130, 40), (256, 200, 9),  # TN/TT: lda % 128 == 0 -> A tiles copied k-major
+    (40, 300, 50),  # a small B whose rows are >= 1 KiB apart: packed, not read in place
 ]
 BIG_K_SHAPES = [(13, 33, KC - 1), (5, 40, KC), (7, 17, KC + 1), (3, 9, 2 * KC + 52),
                 (1, 300, KC + 7)]
