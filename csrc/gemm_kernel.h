@@ -58,8 +58,9 @@
 //   acc[j] = 0; for p = 0..k-1: acc[j] = fma(a[p * inc_a], b[p * ldb + j], acc[j])
 //   c[j] = alpha * acc[j]  (beta == 0)  or  fma(alpha, acc[j], beta * c[j])   for j < n
 //
-// It walks B a row at a time across wide column blocks, so B streams contiguously
-// instead of one 4 KiB page per p as a 32-column panel of a wide B would.
+// It reads B by whole rows (in passes of up to 1024 columns when B is wider than the
+// kernel's register block), so B streams contiguously instead of one 4 KiB page per p as
+// a 32-column panel of a wide B would.
 //
 // And a row kernel for m == 1 with a transposed B (NT: op(B)(p, j) = b[j * ldb + p], a
 // batch of one through the input gradient), the same chain and rounding, which
