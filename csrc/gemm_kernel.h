@@ -67,6 +67,13 @@
 // transposes B in registers as it goes instead of packing it: a packed copy of a
 // 1024 × 1024 B cost more than the whole product.
 //
+// And a packer for an untransposed A tile (NULL: such tiles are read in place), to the
+// k-major form the kernel reads with cs_a = MR:
+//
+//   dst[p * MR + r] = a[r * lda + p]   for r < mr, p < kc   (rows mr..MR-1: unspecified)
+//
+// gemm.c uses it when the tile's rows are a multiple of 4 KiB apart (see gemm.c).
+//
 // The per-target table (targets[] in gemm.c) holds MR, NR, the cache block sizes, the
 // kernel and the packers; KC is MNC_GEMM_KC for every target (part of the contract).
 #ifndef MNISTC_GEMM_KERNEL_H
@@ -91,6 +98,8 @@ typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha,
 
 typedef void mnc_gemm_pack_b(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                              int64_t kc, int64_t n);
+
+typedef void mnc_gemm_pack_a(float *dst, const float *a, int64_t lda, int64_t kc, int mr);
 
 typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                           const float *b, int64_t ldb, float beta, float *c);
@@ -130,6 +139,7 @@ void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, const float *b, in
                             int64_t kc, int64_t n);
 void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                              int64_t kc, int64_t n);
+void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t lda, int64_t kc, int mr);
 void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
                            const float *a, int64_t rs_a, int64_t cs_a,
                            const float *b, int64_t rs_b,

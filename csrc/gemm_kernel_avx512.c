@@ -5,7 +5,8 @@
 //    need no other code path; the epilogue is applied in registers before the store;
 //  - the row kernels for m == 1: register blocks up to 384 columns, then whole-row
 //    passes; a transposed B through 16×16 register transposes;
-//  - the B panel packers (a transposed B through 16×16 register transposes).
+//  - the B panel packers (a transposed B through 16×16 register transposes) and the A
+//    tile packer (16×16 register transposes too).
 // Only these functions use AVX-512; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
 
@@ -212,6 +213,32 @@ KERNEL_TARGET void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, con
                     for (int c = 0; c < kp; c++) _mm512_storeu_ps(d + c * MNC_AVX512_NR, r[c]);
                 }
             }
+        }
+    }
+}
+
+// An untransposed A tile in k-major form (gemm_kernel.h): 16 k at a time, read as mr
+// runs of 64 bytes and transposed in registers; the lanes of rows mr..MR-1 store 0.
+#if MNC_AVX512_MR > 16
+#error "one k of an A tile must fit one zmm"
+#endif
+KERNEL_TARGET void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t lda,
+                                          int64_t kc, int mr) {
+    const __mmask16 one_k = lane_mask(MR, 0);
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+        int kp = kc - p0 < 16 ? (int)(kc - p0) : 16;
+        __mmask16 mp = lane_mask(kp, 0);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            r[i] = i < mr ? _mm512_maskz_loadu_ps(mp, a + i * lda + p0) : _mm512_setzero_ps();
+        transpose16(r);
+        float *d = dst + p0 * MR;
+        if (kp == 16) {
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++) _mm512_mask_storeu_ps(d + c * MR, one_k, r[c]);
+        } else {
+            for (int c = 0; c < kp; c++) _mm512_mask_storeu_ps(d + c * MR, one_k, r[c]);
         }
     }
 }

@@ -26,7 +26,8 @@ SHAPES = [  # (m, n, k)
     (40, 300, 50),  # a small B whose rows are >= 1 KiB apart: packed, not read in place
 ]
 BIG_K_SHAPES = [(13, 33, KC - 1), (5, 40, KC), (7, 17, KC + 1), (3, 9, 2 * KC + 52),
-                (1, 300, KC + 7)]
+                (1, 300, KC + 7),
+                (29, 130, KC), (13, 100, 2 * KC)]  # NN/NT: rows 4 KiB apart, A tiles packed
 SCALES = [(1.0, 0.0), (-0.01, 1.0), (0.5, 2.0)]  # (alpha, beta)
 TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
 TRANS_IDS = ["NN", "TN", "NT", "TT"]
@@ -239,6 +240,34 @@ def test_no_access_outside_the_operands(isa, trans):
         assert out is c and np.isfinite(out).all(), f"{isa} {m}x{n}x{k}: read outside"
         assert np.isnan(cbuf[:64]).all() and np.isnan(cbuf[-64:]).all(), \
             f"{isa} {m}x{n}x{k}: wrote outside c"
+
+
+def test_a_rows_4kib_apart_through_the_c_api(isa):
+    """An untransposed A whose rows are 4 KiB apart (lda = 1024) is copied to k-major form
+    16 k at a time (AVX-512). Through the C API, with k below lda and not a multiple of
+    16, every edge of that copy runs; each product must be bit for bit the one of a
+    contiguous copy of A (lda = k, read in place): the same chains."""
+    import ctypes
+    lib = ctypes.CDLL(_kernels.__file__)
+    sgemm = lib.mnc_sgemm_f32
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    sgemm.argtypes = [ctypes.c_int, ctypes.c_int, i64, i64, i64, ctypes.c_float, ptr, i64,
+                      ptr, i64, ctypes.c_float, ptr, i64, ptr, ctypes.c_int]
+    sgemm.restype = None
+    rng = np.random.default_rng(11)
+    lda = 1024
+    for m, n, k, trans_b in [(29, 130, 1000, False), (13, 200, 17, True), (12, 128, 1, False),
+                             (25, 100, 1024, True)]:
+        a_rows = rng.standard_normal((m, lda)).astype(np.float32)
+        a = np.ascontiguousarray(a_rows[:, :k])
+        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        for alpha, beta in SCALES:
+            expected = _kernels.sgemm(a, b, c0.copy(), trans_b=trans_b, alpha=alpha, beta=beta)
+            c = c0.copy()
+            sgemm(0, int(trans_b), m, n, k, alpha, a_rows.ctypes.data, lda, b.ctypes.data,
+                  b.shape[1], beta, c.ctypes.data, n, None, 1)
+            np.testing.assert_array_equal(c, expected, err_msg=f"{isa} {m}x{n}x{k} {beta=}")
 
 
 def test_empty_reduction(isa):
