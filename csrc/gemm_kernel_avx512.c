@@ -185,6 +185,17 @@ ALWAYS_INLINE KERNEL_TARGET void transpose16(__m512 r[16]) {
     }
 }
 
+// Rows [0, rows) of a 16 × kp block (row i at src + i * ld, lanes past kp masked) read as
+// runs of up to 64 bytes and transposed: r[q] then holds element q of every row, rows past
+// `rows` (which read nothing) giving 0. The first step of every transposing kernel here.
+ALWAYS_INLINE KERNEL_TARGET void load_transposed16(__m512 r[16], const float *src, int64_t ld,
+                                                   int64_t rows, __mmask16 mp) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(mp, src + i * ld) : _mm512_setzero_ps();
+    transpose16(r);
+}
+
 // Transposed B, panel by panel: 16 k × 16 columns at a time are read as 16 runs of 64
 // bytes (one per source row) and transposed in registers; rows past n read nothing and
 // give 0, k past kc is neither read nor written.
@@ -197,14 +208,9 @@ KERNEL_TARGET void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, con
             __mmask16 mp = lane_mask(kp, 0);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
+                int64_t j = j0 + 16 * h;
                 __m512 r[16];
-#pragma GCC unroll 16
-                for (int i = 0; i < 16; i++) {
-                    int64_t j = j0 + 16 * h + i;
-                    r[i] = j < n ? _mm512_maskz_loadu_ps(mp, b + j * ldb + p0)
-                                 : _mm512_setzero_ps();
-                }
-                transpose16(r);
+                load_transposed16(r, b + j * ldb + p0, ldb, n - j, mp);
                 float *d = panel + p0 * MNC_AVX512_NR + 16 * h;
                 if (kp == 16) {
 #pragma GCC unroll 16
@@ -229,10 +235,7 @@ KERNEL_TARGET void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t ld
         int kp = kc - p0 < 16 ? (int)(kc - p0) : 16;
         __mmask16 mp = lane_mask(kp, 0);
         __m512 r[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            r[i] = i < mr ? _mm512_maskz_loadu_ps(mp, a + i * lda + p0) : _mm512_setzero_ps();
-        transpose16(r);
+        load_transposed16(r, a + p0, lda, mr, mp);
         float *d = dst + p0 * MR;
         if (kp == 16) {
 #pragma GCC unroll 16
@@ -376,10 +379,7 @@ ALWAYS_INLINE KERNEL_TARGET __m512 row_t_block(__m512 acc, int rows, int64_t k,
     int kp = k - p0 < 16 ? (int)(k - p0) : 16;
     __mmask16 mp = lane_mask(kp, 0);
     __m512 r[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++)
-        r[i] = i < rows ? _mm512_maskz_loadu_ps(mp, b + i * ldb + p0) : _mm512_setzero_ps();
-    transpose16(r);
+    load_transposed16(r, b + p0, ldb, rows, mp);
     if (kp == 16) {
 #pragma GCC unroll 16
         for (int q = 0; q < 16; q++)
