@@ -13,8 +13,6 @@ import numpy as np
 
 from . import _kernels
 
-IMAGE_PIXELS = 784
-NUM_CLASSES = 10
 PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
 
 
@@ -29,6 +27,15 @@ def check_isa_env():
 def layer_names(n_hidden):
     """hidden1 .. hiddenN, then softmax_linear — the tutorial's name scopes."""
     return [f"hidden{i + 1}" for i in range(n_hidden)] + ["softmax_linear"]
+
+
+def parameter_shapes(sizes):
+    """{name: shape} of every parameter of an MLP with layer widths `sizes`, in block order."""
+    shapes = {}
+    for name, fan_in, fan_out in zip(layer_names(len(sizes) - 2), sizes, sizes[1:]):
+        shapes[f"{name}/weights"] = (fan_in, fan_out)
+        shapes[f"{name}/biases"] = (fan_out,)
+    return shapes
 
 
 def truncated_normal(rng, shape, stddev):
@@ -48,10 +55,10 @@ class MLP:
     hidden: widths of the hidden layers, e.g. (128, 32) as in the tutorial.
     batch_size: the largest batch train_step and the evaluation passes use; the C
     scratch buffers are allocated for it once, here.
+    input_size, num_classes: the data set's pixels per image and classes (784, 10).
     """
 
-    def __init__(self, hidden=(128, 32), batch_size=100, input_size=IMAGE_PIXELS,
-                 num_classes=NUM_CLASSES):
+    def __init__(self, hidden, batch_size, *, input_size, num_classes):
         check_isa_env()
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
@@ -62,11 +69,7 @@ class MLP:
         self.batch_size = int(batch_size)
         self.global_step = 0
         self.names = layer_names(len(hidden))
-        shapes = {}
-        for name, fan_in, fan_out in zip(self.names, self.sizes, self.sizes[1:]):
-            shapes[f"{name}/weights"] = (fan_in, fan_out)
-            shapes[f"{name}/biases"] = (fan_out,)
-        self.shapes = shapes
+        self.shapes = shapes = parameter_shapes(self.sizes)
         self._block = np.zeros(sum(math.prod(s) for s in shapes.values()), np.float32)
         self.params = {}
         offset = 0
@@ -128,6 +131,12 @@ class MLP:
     def state_dict(self):
         """Copies of the named parameters."""
         return {name: value.copy() for name, value in self.params.items()}
+
+    def optimizer_state(self):  # INTERIM: plain SGD has no state
+        return {}, 0
+
+    def load_optimizer_state(self, tensors, step):  # INTERIM: plain SGD has no state
+        pass
 
     def load_state_dict(self, tensors):
         """Copy named parameters in; every name must be present with its exact shape
