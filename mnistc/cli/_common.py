@@ -89,12 +89,17 @@ def load_from_args(args):
     return load(source)
 
 
-def run(parser, command):
-    """Check the environment, call command(); turn failures into one line and an exit
-    status: 1 for a training failure (e.g. a NaN loss), 2 for bad input, 130 for Ctrl-C,
-    141 (SIGPIPE's) when stdout was closed, silently."""
+def run(parser, command, isa=None):
+    """Check the environment, cap the CPU target at `isa` (--isa) if given, call
+    command(); turn failures into one line and an exit status: 1 for a training failure
+    (e.g. a NaN loss), 2 for bad input, 130 for Ctrl-C, 141 (SIGPIPE's) when stdout was
+    closed, silently."""
     try:
         runtime.check_environment()
+        if isa is not None:
+            from .. import _kernels
+
+            _kernels.set_isa(isa)
         return command() or 0
     except TrainingError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

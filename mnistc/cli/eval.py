@@ -62,10 +62,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def command():
-        if args.isa is not None:
-            from .. import _kernels
-
-            _kernels.set_isa(args.isa)
         model, result = run_eval(args)
         if args.json:
             out = dict(result, confusion=result["confusion"].tolist(), split=args.split,
@@ -79,7 +75,7 @@ def main(argv=None):
         for line in format_report(result, model.class_names):
             print(line)
 
-    return _common.run(parser, command)
+    return _common.run(parser, command, isa=args.isa)
 
 
 if __name__ == "__main__":

@@ -56,10 +56,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def command():
-        if args.isa is not None:
-            from .. import _kernels
-
-            _kernels.set_isa(args.isa)
         model = _common.load_from_args(args)
         images.check_model(model)
         if args.dataset is not None and args.dataset != model.meta.dataset:
@@ -72,7 +68,7 @@ def main(argv=None):
         for name, p in zip(names, probs):
             print(format_line(name, p, args.top, model.class_names))
 
-    return _common.run(parser, command)
+    return _common.run(parser, command, isa=args.isa)
 
 
 if __name__ == "__main__":
