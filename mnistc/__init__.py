@@ -2,22 +2,24 @@
 
 The package's Python API mirrors the command lines: `mnistc.train(...)` runs `python -m
 mnistc.train` in-process and returns its summary; `mnistc.load(train_dir)` returns the
-trained model (`model.predict(images)`); `mnistc.show_config()` prints how the extension
-was built and which CPU target it uses.
+trained model (`model.predict(images)`); `mnistc.export_onnx(...)` is `python -m
+mnistc.export`; `mnistc.show_config()` prints how the extension was built and which CPU
+target it uses.
 
 The modules, bottom up: `_kernels` (the C kernels' bindings); `idx`, `datasets`,
 `download`, `data` (files, the registry of data sets, the batch stream); `model`,
 `optim`, `schedules` (the network and its updates); `checkpoint`, `metadata` (the
 checkpoint file and what it means); `config`, `recipes`, `runlog`, `lock`, `training`,
-`restore`, `evaluation`, `images` (runs and their results); `cli` (the command lines, on
+`restore`, `evaluation`, `images` (runs and their results); `onnx_export` (the
+model for other runtimes; an optional extra); `cli` (the command lines, on
 top). `mnistc/<tool>.py` is only the entry point of `python -m mnistc.<tool>`.
 """
 
 from ._version import __version__
 from .errors import CheckpointError, DataError, DownloadError, MnistcError, TrainingError
 
-__all__ = ["__version__", "train", "load", "show_config", "MnistcError", "DataError",
-           "DownloadError", "CheckpointError", "TrainingError"]
+__all__ = ["__version__", "train", "load", "export_onnx", "show_config", "MnistcError",
+           "DataError", "DownloadError", "CheckpointError", "TrainingError"]
 
 try:
     from . import _kernels  # noqa: F401  (fail here, with advice, rather than deep inside)
@@ -49,6 +51,15 @@ def load(path, step=None, **options):
     from .restore import load as _load
 
     return _load(path, step, **options)
+
+
+def export_onnx(source, output, step=None):
+    """Write a trained model (a train dir, a checkpoint file or a loaded MLP) as the ONNX
+    file `output` and return its ModelProto; needs `pip install "mnistc[onnx]"` (see
+    mnistc.onnx_export)."""
+    from .onnx_export import export_onnx as _export_onnx
+
+    return _export_onnx(source, output, step)
 
 
 def show_config(file=None):
