@@ -73,6 +73,17 @@ def real_mnist_dir():
 
 
 @pytest.fixture(scope="session")
+def fashion_mnist_dir():
+    """Fashion-MNIST: $MNISTC_FASHION_DIR, else the shared copy beside the repository."""
+    candidates = [os.environ.get("MNISTC_FASHION_DIR"), REPO.parent / "shared/data/fashion-mnist"]
+    return _found_or_skip(
+        _data_dir(datasets.FASHION_MNIST, candidates),
+        "Fashion-MNIST not found (set MNISTC_FASHION_DIR or put the files in "
+        f"{REPO.parent / 'shared/data/fashion-mnist'})",
+    )
+
+
+@pytest.fixture(scope="session")
 def mnist_run(real_mnist_dir, tmp_path_factory):
     """The tutorial's run (python -m mnistc.train's defaults) on real MNIST, for the tests
     of what is made from a trained model: (data dir, train dir)."""
