@@ -75,10 +75,10 @@ static scalars prepare(const mnc_optimizer *o, double lr, int64_t step, double e
 }
 
 // The update of n <= BLOCK elements, then their EMA. The flags are loop-invariant, so
-// the compiler hoists them out of the vector loops.
-ALWAYS_INLINE void update_block(const scalars *sp, float *restrict p, float *restrict s0,
-                                float *restrict s1, float *restrict e,
-                                const float *restrict g, int64_t n) {
+// the compiler hoists them out of the vector loops; the arrays never overlap (the
+// contract), which the compiler checks once per loop before taking the vector code.
+ALWAYS_INLINE void update_block(const scalars *sp, float *p, float *s0, float *s1, float *e,
+                                const float *g, int64_t n) {
     const scalars s = *sp;
     switch (s.kind) {
     case MNC_OPT_SGD:
@@ -140,7 +140,7 @@ __attribute__((target("avx2"))) static void update_avx2(const scalars *s, float 
     update_range(s, p, s0, s1, e, g, n);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,prefer-vector-width=512")))
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
 static void update_avx512(const scalars *s, float *p, float *s0, float *s1, float *e,
                           const float *g, int64_t n) {
     update_range(s, p, s0, s1, e, g, n);
@@ -186,10 +186,8 @@ void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *st
     const int64_t lead =
         (int64_t)((LINE_FLOATS - ((uintptr_t)params / sizeof(float)) % LINE_FLOATS) %
                   LINE_FLOATS);
-#pragma omp parallel num_threads(team)
-    {
-        int t = mnc_thread_num();
+#pragma omp parallel for num_threads(team) schedule(static, 1)
+    for (int t = 0; t < team; t++)
         update_slice(&s, params, state0, state1, ema, grads, slice_start(n, lead, team, t),
                      slice_start(n, lead, team, t + 1));
-    }
 }
