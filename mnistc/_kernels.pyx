@@ -468,11 +468,14 @@ _TORCH_DEFAULTS = {"momentum": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
 
 cdef double _real(str name, object x) except? -1.0:
     """x as a double; TypeError naming `name` unless it is a real number (bools are not)."""
-    if type(x) is float or type(x) is int:  # without the slow ABC check below
+    if type(x) is float:  # without the slow ABC check below
         return <double>x
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{name} must be a real number, not {type(x).__name__}")
-    return <double>x
+    try:
+        return <double>x
+    except OverflowError:
+        raise ValueError(f"{name} is out of range: {x!r:.40}") from None
 
 
 cdef int _in_range(str name, double x, double low, double high, bint open_low,
@@ -480,6 +483,9 @@ cdef int _in_range(str name, double x, double low, double high, bint open_low,
     """ValueError naming `name` unless x is in the interval (NaN never is)."""
     if (x > low if open_low else x >= low) and (x < high if open_high else x <= high):
         return 0
+    if high == DBL_MAX:
+        raise ValueError(f"{name} must be finite and {'>' if open_low else '>='} {low:g}, "
+                         f"got {x!r}")
     interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
     raise ValueError(f"{name} must be in {interval}, got {x!r}")
 

@@ -84,7 +84,7 @@ class MLP:
         self._kernel = _kernels.MLPKernel(
             [self.params[f"{n}/weights"] for n in self.names],
             [self.params[f"{n}/biases"] for n in self.names], self.batch_size)
-        self.optimizer = optimizer
+        self._optimizer = optimizer
         self._optimizer_state = {f"optimizer/{name}": np.zeros_like(self._block)
                                  for name in optimizer.state_names}
         self._kernel.set_optimizer(optimizer.name, self._block,
@@ -94,6 +94,11 @@ class MLP:
     @property
     def hidden(self):
         return self.sizes[1:-1]
+
+    @property
+    def optimizer(self):
+        """The mnistc.optim.Optimizer this model trains with (fixed at construction)."""
+        return self._optimizer
 
     def initialize(self, rng):
         """The tutorial's init: truncated normal weights with stddev 1/sqrt(fan_in), zero

@@ -310,8 +310,11 @@ def test_optimizer_update_argument_errors():
     fails(ValueError, r"beta1 must be in \[0, 1\)", "adam", p, g, (m, v), beta1=-0.1)
     fails(ValueError, r"beta2 must be in \[0, 1\), got nan", "adam", p, g, (m, v),
           beta2=float("nan"))
-    fails(ValueError, "eps must be in", "adam", p, g, (m, v), eps=0.0)
-    fails(ValueError, "weight_decay must be in", "sgd", p, g, weight_decay=float("inf"))
+    fails(ValueError, "eps must be finite and > 0, got 0.0", "adam", p, g, (m, v), eps=0.0)
+    fails(ValueError, "weight_decay must be finite and >= 0, got inf", "sgd", p, g,
+          weight_decay=float("inf"))
+    fails(ValueError, "weight_decay is out of range: 1000000", "sgd", p, g,
+          weight_decay=10**400)
     fails(TypeError, "momentum must be a real number, not str", "momentum", p, g, (m,),
           momentum="0.9")
     fails(TypeError, "weight_decay must be a real number, not bool", "sgd", p, g,
@@ -380,8 +383,8 @@ def test_optimizer_defaults_and_settings_round_trip():
     (("momentum",), {"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
     (("nesterov",), {"momentum": 0.0}, ValueError, r"momentum must be in \(0, 1\)"),
     (("adam",), {"beta2": 1.0}, ValueError, r"beta2 must be in \[0, 1\)"),
-    (("adamw",), {"eps": -1e-8}, ValueError, "eps must be in"),
-    (("sgd",), {"weight_decay": -0.1}, ValueError, "weight_decay must be in"),
+    (("adamw",), {"eps": -1e-8}, ValueError, "eps must be finite and > 0, got -1e-08"),
+    (("sgd",), {"weight_decay": -0.1}, ValueError, "weight_decay must be finite and >= 0"),
     (("adam",), {"beta1": None}, TypeError, "beta1 must be a real number, not NoneType"),
 ])
 def test_optimizer_validation(args, kwargs, error, match):
