@@ -8,6 +8,7 @@ peer: the same 12 bytes per element as SGD) and `optim-step` (the tutorial's tra
 step, batch 100, with each optimizer: the stored-gradient path against the fused SGD
 one). Compare rows of one run; see bench/README.md.
 """
+
 import numpy as np
 import pytest
 
@@ -35,10 +36,12 @@ def numpy_update(kind, p, g, m, v):
     """The same update in NumPy float32, in place, scratch preallocated (Adam at step 5)."""
     scratch, denom = np.empty_like(p), np.empty_like(p)
     if kind == "sgd":
+
         def run():
             np.multiply(g, np.float32(LR), out=scratch)
             np.subtract(p, scratch, out=p)
     elif kind == "momentum":
+
         def run():
             np.multiply(m, np.float32(0.9), out=m)
             np.add(m, g, out=m)
@@ -61,13 +64,20 @@ def numpy_update(kind, p, g, m, v):
             np.multiply(m, s["step"], out=scratch)
             np.divide(scratch, denom, out=scratch)
             np.subtract(p, scratch, out=p)
+
     return run
 
 
 def _adam_scalars(t, beta1=0.9, beta2=0.999, eps=1e-8):
     f = np.float32
-    return {"w1": f(1 - beta1), "beta2": f(beta2), "c2": f(1 - beta2), "eps": f(eps),
-            "step": f(LR / (1 - beta1 ** t)), "r": f((1 - beta2 ** t) ** 0.5)}
+    return {
+        "w1": f(1 - beta1),
+        "beta2": f(beta2),
+        "c2": f(1 - beta2),
+        "eps": f(eps),
+        "step": f(LR / (1 - beta1**t)),
+        "r": f((1 - beta2**t) ** 0.5),
+    }
 
 
 def torch_update(kind, p, g, threads):
@@ -78,8 +88,9 @@ def torch_update(kind, p, g, threads):
     if kind == "adam":
         opt = torch.optim.Adam([param], lr=LR, foreach=False)
     else:
-        opt = torch.optim.SGD([param], lr=LR, momentum=HYPER[kind].get("momentum", 0.0),
-                              foreach=False)
+        opt = torch.optim.SGD(
+            [param], lr=LR, momentum=HYPER[kind].get("momentum", 0.0), foreach=False
+        )
     opt.step()  # creates the state
     return opt.step
 
@@ -104,8 +115,9 @@ def test_update(benchmark, size, kind, impl, threads):
         state = {"sgd": (), "momentum": (m,), "adam": (m, v)}[kind]
 
         def run():
-            _kernels.optimizer_update(kind, p, g, state, lr=LR, step=5, n_threads=threads,
-                                      **HYPER[kind])
+            _kernels.optimizer_update(
+                kind, p, g, state, lr=LR, step=5, n_threads=threads, **HYPER[kind]
+            )
     elif impl == "numpy":
         if threads > 1:
             pytest.skip("NumPy's element-wise ops run on one thread")
@@ -115,8 +127,9 @@ def test_update(benchmark, size, kind, impl, threads):
     rounds = 300 if size == "small" else 30
     benchmark.pedantic(run, rounds=rounds, iterations=5, warmup_rounds=5)
     traffic = 12 if impl == "memory-speed" else TRAFFIC[kind]
-    benchmark.extra_info.update(size=size, n=n, kind=kind, impl=impl, threads=threads,
-                                bytes_per_element=traffic)
+    benchmark.extra_info.update(
+        size=size, n=n, kind=kind, impl=impl, threads=threads, bytes_per_element=traffic
+    )
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["gb_per_s_best"] = traffic * n / benchmark.stats.stats.min / 1e9
 
@@ -136,7 +149,7 @@ STEP_OPTIMIZERS = {
 @pytest.mark.parametrize("optimizer", list(STEP_OPTIMIZERS))
 def test_step_with_optimizer(benchmark, optimizer, threads):
     opt = STEP_OPTIMIZERS[optimizer]
-    model = MLP((128, 32), 100, optimizer=opt)
+    model = MLP((128, 32), 100, input_size=784, num_classes=10, optimizer=opt)
     model.initialize(np.random.default_rng(1))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (55000, 784), dtype=np.uint8)
@@ -147,6 +160,7 @@ def test_step_with_optimizer(benchmark, optimizer, threads):
 
     def run():
         return model.train_step(images, labels, batches[next(at) % 64], lr, threads)
+
     for _ in range(20):
         run()
     loss = benchmark.pedantic(run, rounds=200, iterations=5, warmup_rounds=2)

@@ -171,7 +171,7 @@ def jax_step_fn(model, threads):
 
 def make_model(net):
     hidden, batch = NETS[net]
-    model = MLP(hidden, batch)
+    model = MLP(hidden, batch, input_size=784, num_classes=10)
     model.initialize(np.random.default_rng(1))
     return model, batch
 

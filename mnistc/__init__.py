@@ -1,16 +1,23 @@
 """mnistc: TensorFlow's Mechanics 101 MNIST trainer on from-scratch C kernels.
 
-The package's Python API mirrors the CLI: `mnistc.train(...)` runs `python -m
+The package's Python API mirrors the command lines: `mnistc.train(...)` runs `python -m
 mnistc.train` in-process and returns its summary; `mnistc.load(train_dir)` returns the
 trained model (`model.predict(images)`); `mnistc.show_config()` prints how the extension
 was built and which CPU target it uses.
+
+The modules, bottom up: `_kernels` (the C kernels' bindings); `idx`, `datasets`,
+`download`, `data` (files, the registry of data sets, the batch stream); `model`,
+`optim`, `schedules` (the network and its updates); `checkpoint`, `metadata` (the
+checkpoint file and what it means); `config`, `recipes`, `runlog`, `lock`, `training`,
+`restore`, `evaluation`, `images` (runs and their results); `cli` (the command lines, on
+top). `mnistc/<tool>.py` is only the entry point of `python -m mnistc.<tool>`.
 """
-__version__ = "0.1.0"
+
+from ._version import __version__
+from .errors import CheckpointError, DataError, DownloadError, MnistcError, TrainingError
 
 __all__ = ["__version__", "train", "load", "show_config", "MnistcError", "DataError",
            "DownloadError", "CheckpointError", "TrainingError"]
-
-from .errors import CheckpointError, DataError, DownloadError, MnistcError, TrainingError
 
 try:
     from . import _kernels  # noqa: F401  (fail here, with advice, rather than deep inside)
@@ -22,18 +29,18 @@ except ImportError as exc:  # pragma: no cover - depends on how mnistc was insta
         "shadows when Python starts from it)") from exc
 
 
-def train(**options):
-    """Run the tutorial's training in-process and return its summary dict.
+def train(recipe="tutorial", **options):
+    """Train in-process as `python -m mnistc.train` would and return its summary dict.
 
-    Options are TrainConfig's fields (hidden=(128, 32), batch_size=100,
-    learning_rate=0.01, max_steps=2000, seed=1, fake_data=False, data_dir=None,
+    recipe: "tutorial" (the default, Mechanics 101) or "fast"; options are
+    mnistc.config.TrainConfig's fields and override the recipe (hidden=(128, 32),
+    batch_size=100, optimizer="sgd", learning_rate=0.01, schedule="constant",
+    max_steps=2000 or epochs=..., seed=1, dataset="mnist", data_dir=None,
     train_dir="runs/mnistc", threads=0, resume=False, overwrite=False, quiet=True ...).
-    Once the mnistc.train module is imported it takes this name; it is callable with
-    the same meaning.
     """
-    from .train import train as _train
+    from .training import train as _train
 
-    return _train(**options)
+    return _train(recipe, **options)
 
 
 def load(path, step=None, **options):
@@ -46,6 +53,6 @@ def load(path, step=None, **options):
 
 def show_config(file=None):
     """Print the version, build flags, OpenMP, threads and the CPU target in use."""
-    from .info import config_text
+    from .runtime import config_text
 
     print(config_text(), file=file)

@@ -1,55 +1,64 @@
-# mnistc/checkpoint.py: the checkpoint layer.
-#
-# It is: a writer and a validating reader for the safetensors file layout,
-# done with NumPy and the standard library alone, plus CheckpointManager,
-# which keeps the newest few checkpoints of a run in one folder and restores
-# the newest readable one. Every write is atomic (temp file, fsync, rename), so
-# a process killed at any instant leaves the previous checkpoints intact.
-#
-# It is not: the trainer. It knows nothing about models, optimisers or RNGs;
-# callers pass arrays and a str->str metadata map. It never pickles, and it
-# never imports the `safetensors` package (only the tests do).
 """Save and load mnistc checkpoints (the safetensors layout) and manage a folder of them.
 
-File layout (https://github.com/huggingface/safetensors): an 8-byte
-little-endian header length N, N bytes of UTF-8 JSON header, then the data
-section. The header maps each tensor name to
-``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the
-data section, tensors packed without gaps, little-endian, C order) and has a
-``"__metadata__"`` str->str map holding ``format``, ``format_version``,
-``data_sha256`` and whatever the caller adds.
+It is a writer and a validating reader for the safetensors file layout, done with NumPy
+and the standard library alone, plus CheckpointManager, which keeps the newest few
+checkpoints of a run in one folder and restores the newest readable one. Every write is
+atomic (mnistc.fileio), so a process killed at any instant leaves the previous
+checkpoints intact. It knows nothing about models, optimisers or RNGs (callers pass
+arrays and a str->str metadata map; mnistc.metadata gives that map its meaning), never
+pickles, and never imports the `safetensors` package (only the tests do).
 
-Every problem with a file raises :class:`mnistc.errors.CheckpointError` with a
-one-line message ``"<path>: <reason>"``; the error also carries ``.path`` and
-``.reason``. Argument mistakes raise ValueError.
+File layout (https://github.com/huggingface/safetensors): an 8-byte little-endian header
+length N, N bytes of UTF-8 JSON header, then the data section. The header maps each
+tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to
+the data section, tensors packed without gaps, little-endian, C order) and has a
+``"__metadata__"`` str->str map holding ``format``, ``format_version`` and a checksum,
+and whatever the caller adds.
+
+Checksums by format version:
+  2 (written now): ``checksum`` = "sha256:<hex>", the SHA-256 of the whole file — length
+    field, header and data — with those 64 hex digits read as zeros. Editing any byte,
+    of the metadata included, is detected.
+  1 (mnistc 0.1): ``data_sha256``, the SHA-256 of the data section only; such files still
+    load, but an edit to their header goes unnoticed.
+
+Every problem with a file raises :class:`mnistc.errors.CheckpointError` with a one-line
+message ``"<path>: <reason>"``; the error also carries ``.path`` and ``.reason``.
+Argument mistakes raise ValueError.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import math
 import os
 import re
-import secrets
 import struct
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from mnistc.errors import CheckpointError
+from .errors import CheckpointError
+from .fileio import atomic_write
 
 FORMAT_NAME = "mnistc-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = ("1", "2")
+CHECKSUM_KEY = "checksum"
+_CHECKSUM_PREFIX = "sha256:"
+_CHECKSUM_ZEROS = "0" * 64
+# How the checksum's value starts in a header we wrote (compact JSON); inside any other
+# string value the quotes would be escaped, so in a valid header this occurs only once.
+_CHECKSUM_MARK = f'"{CHECKSUM_KEY}":"{_CHECKSUM_PREFIX}'.encode()
 INDEX_NAME = "checkpoint"
 # Our headers are a few KB; the cap only stops a corrupt length field from
 # making us allocate gigabytes before we find out the file is garbage.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-_RESERVED_METADATA = ("format", "format_version", "data_sha256")
 _MAX_NDIM = 32
 
 # safetensors dtype code -> little-endian NumPy dtype. BF16 and the F8 types
@@ -113,19 +122,18 @@ def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | Non
     # (the data section itself starts 8-aligned): readers that map the file
     # get aligned views. The header keeps the caller's order.
     order = sorted(buffers, key=lambda name: -buffers[name].dtype.itemsize)
-    digest = hashlib.sha256()
     entries, offset = {}, 0
     for name in order:
         array = tensors[name]
-        raw = buffers[name].reshape(-1).view(np.uint8)
-        digest.update(raw)
+        size = buffers[name].nbytes
         code = _CODE_OF[(array.dtype.kind, array.dtype.itemsize)]
-        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + raw.size]}
-        offset += raw.size
-    # Ours win: a metadata map read back from an old checkpoint may be passed
-    # in again, and its checksum would be stale.
-    meta = dict(user_metadata)
-    meta.update(format=FORMAT_NAME, format_version=str(FORMAT_VERSION), data_sha256=digest.hexdigest())
+        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    # Ours win, and an old checksum key is dropped: a metadata map read back from a
+    # checkpoint may be passed in again.
+    meta = {k: v for k, v in user_metadata.items() if k not in ("data_sha256", CHECKSUM_KEY)}
+    meta.update(format=FORMAT_NAME, format_version=str(FORMAT_VERSION))
+    meta[CHECKSUM_KEY] = _CHECKSUM_PREFIX + _CHECKSUM_ZEROS
     header = {"__metadata__": meta, **{name: entries[name] for name in tensors}}
     try:
         header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -133,53 +141,29 @@ def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | Non
         raise ValueError(f"tensor names and metadata must be valid Unicode: {error}") from None
     # Trailing spaces (allowed by safetensors) make the data section 8-aligned.
     header_bytes += b" " * (-(8 + len(header_bytes)) % 8)
+    length = struct.pack("<Q", len(header_bytes))
     data = [buffers[name].reshape(-1).view(np.uint8) for name in order]
-    return [struct.pack("<Q", len(header_bytes)), header_bytes, *data]
+    digest = hashlib.sha256(length)
+    digest.update(header_bytes)
+    for chunk in data:
+        digest.update(chunk)
+    at = header_bytes.index(_CHECKSUM_MARK) + len(_CHECKSUM_MARK)
+    header_bytes = header_bytes[:at] + digest.hexdigest().encode() + header_bytes[at + 64 :]
+    return [length, header_bytes, *data]
 
 
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable. Windows cannot open a directory and a
-    # few file systems refuse fsync on one; there we rely on the OS as is.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _temp_name(final: Path) -> Path:
-    # Dot-prefixed and suffixed so no checkpoint pattern can match a half-written file.
-    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
-
-
-def _atomic_write(path: Path, chunks, before_replace: Callable[[], None] | None = None) -> None:
-    """Write `chunks` to `path` so that `path` is either the old file or the whole new one.
-
-    `before_replace` runs once the new content is durable on disk but not yet
-    visible (the manager prunes old checkpoints there, so the folder never
-    holds more than `keep` complete ones, even if we are killed right then).
-    """
-    temp = _temp_name(path)
-    try:
-        with open(temp, "xb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if before_replace is not None:
-            before_replace()
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_directory(path.parent)
+def _checksum_of(length, header_raw, data, path):
+    """The file's SHA-256 with its checksum digits read as zeros, and the digits stored."""
+    if header_raw.count(_CHECKSUM_MARK) != 1:  # not the header mnistc wrote
+        raise _error(path, "checksum mismatch: the header was rewritten or edited")
+    at = header_raw.index(_CHECKSUM_MARK) + len(_CHECKSUM_MARK)
+    stored = header_raw[at : at + 64].decode("ascii", "replace")
+    digest = hashlib.sha256(length)
+    digest.update(header_raw[:at])
+    digest.update(_CHECKSUM_ZEROS.encode())
+    digest.update(header_raw[at + 64 :])
+    digest.update(data)
+    return digest.hexdigest(), stored
 
 
 def save_file(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
@@ -188,13 +172,13 @@ def save_file(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, st
     Arrays may have any numeric or bool dtype NumPy and safetensors share
     (f2/f4/f8, i1..i8, u1..u8, bool), any byte order and any strides; they are
     stored little-endian in C order. The keys format, format_version and
-    data_sha256 are set by us and override the caller's. Bad arguments raise
+    checksum are set by us and override the caller's. Bad arguments raise
     ValueError before anything is written; I/O failures raise CheckpointError
     and leave no temp file behind.
     """
     chunks = _encode(tensors, metadata)
     try:
-        _atomic_write(Path(path), chunks)
+        atomic_write(Path(path), chunks)
     except OSError as error:
         raise _error(path, f"cannot write checkpoint: {error.strerror or error}") from error
 
@@ -239,12 +223,22 @@ def _parse_entry(path, name, entry, data_len):
     return begin, end, name, _DTYPES[code], tuple(shape)
 
 
-def _read_header(f, path, require_mnistc: bool):
-    """Read and check the header; return (metadata, tensor specs in header order, data length, is_mnistc)."""
+class _Header(NamedTuple):
+    meta: dict
+    specs: list  # (begin, end, name, dtype, shape) in header order
+    data_len: int
+    is_mnistc: bool
+    length: bytes  # the 8-byte length field
+    raw: bytes  # the header's bytes as stored
+
+
+def _read_header(f, path, require_mnistc: bool) -> _Header:
+    """Read and check the header (structure, format and version; not the checksum)."""
     size = os.fstat(f.fileno()).st_size
     if size < 8:
         raise _error(path, f"file is {size} bytes, too short to be a checkpoint")
-    (header_len,) = struct.unpack("<Q", f.read(8))
+    length = f.read(8)
+    (header_len,) = struct.unpack("<Q", length)
     if header_len > MAX_HEADER_BYTES:
         raise _error(path, f"header length {header_len} is absurd (limit {MAX_HEADER_BYTES}); not a checkpoint")
     if 8 + header_len > size:
@@ -282,11 +276,14 @@ def _read_header(f, path, require_mnistc: bool):
         raise _error(path, f'not an mnistc checkpoint (no "format": "{FORMAT_NAME}" in its metadata)')
     if is_mnistc:
         version = meta.get("format_version")
-        if version != str(FORMAT_VERSION):
-            raise _error(path, f"unsupported format_version {_short(version)} (this mnistc reads {FORMAT_VERSION})")
-        if not re.fullmatch(r"[0-9a-f]{64}", meta.get("data_sha256", "")):
+        if version not in READABLE_VERSIONS:
+            raise _error(path, f"unsupported format_version {_short(version)} "
+                               f"(this mnistc reads {', '.join(READABLE_VERSIONS)})")
+        if version == "1" and not re.fullmatch(r"[0-9a-f]{64}", meta.get("data_sha256", "")):
             raise _error(path, "metadata lacks a valid data_sha256")
-    return dict(meta), specs, data_len, is_mnistc
+        if version != "1" and not re.fullmatch(rf"{_CHECKSUM_PREFIX}[0-9a-f]{{64}}", meta.get(CHECKSUM_KEY, "")):
+            raise _error(path, f"metadata lacks a valid {CHECKSUM_KEY}")
+    return _Header(dict(meta), specs, data_len, is_mnistc, length, raw)
 
 
 def _open(path):
@@ -299,26 +296,33 @@ def _open(path):
 def load_file(path, verify: bool = True, *, require_mnistc: bool = True):
     """Load a checkpoint; return (tensors, metadata).
 
-    Checks the whole structure, and with `verify` the SHA-256 of the data
-    section. Arrays are owned, writable, native-endian copies, in header
-    order. `require_mnistc=False` also accepts a plain safetensors file (one
-    with no mnistc format keys; it has no checksum to verify). Every fault
-    raises CheckpointError naming the file.
+    Checks the whole structure, and with `verify` the checksum (format 2: the
+    whole file; format 1: the data section). Arrays are owned, writable,
+    native-endian copies, in header order. `require_mnistc=False` also accepts
+    a plain safetensors file (one with no mnistc format keys; it has no
+    checksum to verify). Every fault raises CheckpointError naming the file.
     """
     with _open(path) as f:
         try:
-            meta, specs, data_len, is_mnistc = _read_header(f, path, require_mnistc)
+            header = _read_header(f, path, require_mnistc)
             # data_len comes from the file size, so this never allocates more
             # than the file holds, whatever the header claims.
-            data = f.read(data_len)
+            data = f.read(header.data_len)
         except OSError as error:
             raise _error(path, f"cannot read checkpoint: {error.strerror or error}") from None
-    if len(data) != data_len:
+    if len(data) != header.data_len:
         raise _error(path, "file shrank while being read")
-    if verify and is_mnistc and hashlib.sha256(data).hexdigest() != meta["data_sha256"]:
-        raise _error(path, "data checksum mismatch: the file is corrupt")
+    meta = header.meta
+    if verify and header.is_mnistc:
+        if meta["format_version"] == "1":
+            if hashlib.sha256(data).hexdigest() != meta["data_sha256"]:
+                raise _error(path, "data checksum mismatch: the file is corrupt")
+        else:
+            computed, stored = _checksum_of(header.length, header.raw, data, path)
+            if computed != stored or meta[CHECKSUM_KEY] != _CHECKSUM_PREFIX + stored:
+                raise _error(path, "checksum mismatch: the file is corrupt or was edited")
     tensors = {}
-    for begin, end, name, dtype, shape in specs:
+    for begin, end, name, dtype, shape in header.specs:
         view = np.frombuffer(data, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin)
         try:
             tensors[name] = view.reshape(shape).astype(dtype.newbyteorder("="))
@@ -327,13 +331,20 @@ def load_file(path, verify: bool = True, *, require_mnistc: bool = True):
     return tensors, meta
 
 
-def read_metadata(path, *, require_mnistc: bool = True) -> dict[str, str]:
-    """Return a checkpoint's metadata after checking its header; reads no tensor data, no checksum."""
+def read_header(path, *, require_mnistc: bool = True):
+    """(metadata, {tensor name: shape}) after checking the header's structure; reads no
+    tensor data and so checks no checksum (load_file does)."""
     with _open(path) as f:
         try:
-            return _read_header(f, path, require_mnistc)[0]
+            header = _read_header(f, path, require_mnistc)
         except OSError as error:
             raise _error(path, f"cannot read checkpoint: {error.strerror or error}") from None
+    return header.meta, {name: shape for _, _, name, _, shape in header.specs}
+
+
+def read_metadata(path, *, require_mnistc: bool = True) -> dict[str, str]:
+    """A checkpoint's metadata after checking its header (see read_header)."""
+    return read_header(path, require_mnistc=require_mnistc)[0]
 
 
 # ---------------------------------------------------------------- the folder
@@ -359,7 +370,7 @@ class CheckpointManager:
         self.keep = keep
         stem = re.escape(prefix)
         self._pattern = re.compile(rf"{stem}-(0|[1-9][0-9]*)\.safetensors")
-        # What _temp_name makes for a checkpoint or the index, left by a killed writer.
+        # What fileio.temp_name makes for a checkpoint or the index, left by a killed writer.
         self._temp_pattern = re.compile(
             rf"\.(?:{stem}-(?:0|[1-9][0-9]*)\.safetensors|{re.escape(INDEX_NAME)})\.tmp-[0-9a-f]+"
         )
@@ -373,18 +384,20 @@ class CheckpointManager:
             raise ValueError(f"step must be a non-negative int, got {step!r}")
         return self.directory / f"{self.prefix}-{step}.safetensors"
 
-    def _scan(self, pattern) -> list[str]:
+    def _scan(self, pattern, files_only: bool = True) -> list[str]:
         try:
             with os.scandir(self.directory) as entries:
-                return [e.name for e in entries if pattern.fullmatch(e.name) and e.is_file()]
+                return [e.name for e in entries if pattern.fullmatch(e.name) and (e.is_file() or not files_only)]
         except FileNotFoundError:
             return []
         except OSError as error:
             raise _error(self.directory, f"cannot list checkpoints: {error.strerror or error}") from None
 
-    def list(self) -> list[tuple[int, Path]]:
-        """Existing checkpoint files as (step, path), step ascending. Temp files never appear."""
-        names = self._scan(self._pattern)
+    def list(self, files_only: bool = True) -> list[tuple[int, Path]]:
+        """Existing checkpoint files as (step, path), step ascending. Temp files never appear;
+        with `files_only=False`, neither do they, but anything else named like a checkpoint
+        (a directory, a device) does."""
+        names = self._scan(self._pattern, files_only)
         return sorted((int(self._pattern.fullmatch(name).group(1)), self.directory / name) for name in names)
 
     def latest_step(self) -> int | None:
@@ -408,13 +421,16 @@ class CheckpointManager:
         chunks = _encode(tensors, metadata)  # argument errors before any I/O
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, chunks, before_replace=lambda: self._prune(step))
-            names = [p.name for _, p in self.list()]
-            index = json.dumps({"latest": names[-1] if names else None, "all": names}, indent=1) + "\n"
-            _atomic_write(self.index_path, [index.encode("utf-8")])
-            self._remove(self._scan(self._temp_pattern))
+            atomic_write(path, chunks, before_replace=lambda: self._prune(step))
         except OSError as error:
             raise _error(path, f"cannot write checkpoint: {error.strerror or error}") from error
+        try:
+            names = [p.name for _, p in self.list()]
+            index = json.dumps({"latest": names[-1] if names else None, "all": names}, indent=1) + "\n"
+            atomic_write(self.index_path, [index.encode("utf-8")])
+            self._remove(self._scan(self._temp_pattern))
+        except OSError as error:
+            raise _error(self.index_path, f"cannot write the checkpoint index: {error.strerror or error}") from error
         return path
 
     def _prune(self, new_step: int) -> None:
@@ -429,18 +445,24 @@ class CheckpointManager:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / name)
 
-    def restore_latest(self, on_fallback: Callable[[Path, CheckpointError], None] | None = None):
+    def restore_latest(self, on_fallback: Callable[[Path, CheckpointError], None] | None = None,
+                       load: Callable = load_file):
         """Load the newest readable checkpoint; return (step, tensors, metadata), or None if there are none.
 
-        Checkpoints are tried newest first with full verification. When one
-        fails and an older one remains, `on_fallback(path, error)` is called
-        and the older one is tried. If every file fails, CheckpointError lists them all.
+        Checkpoints are tried newest first with `load(path)` -> (tensors, metadata)
+        (default load_file, fully verified; mnistc.metadata.load_checkpoint also
+        validates what the metadata means). When one fails and an older one
+        remains, `on_fallback(path, error)` is called and the older one is tried;
+        anything named like a checkpoint that is not a regular file counts as a
+        failure. If every one fails, CheckpointError lists them all.
         """
-        found = self.list()
+        found = self.list(files_only=False)
         failures = []
         for i, (step, path) in enumerate(reversed(found)):
             try:
-                tensors, metadata = load_file(path, verify=True)
+                if not path.is_file():
+                    raise _error(path, "is not a regular file")
+                tensors, metadata = load(path)
             except CheckpointError as error:
                 failures.append(str(error))
                 if on_fallback is not None and i + 1 < len(found):

@@ -15,8 +15,6 @@ import numpy as np
 from . import _kernels
 from .optim import Optimizer
 
-IMAGE_PIXELS = 784
-NUM_CLASSES = 10
 PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
 
 
@@ -31,6 +29,15 @@ def check_isa_env():
 def layer_names(n_hidden):
     """hidden1 .. hiddenN, then softmax_linear — the tutorial's name scopes."""
     return [f"hidden{i + 1}" for i in range(n_hidden)] + ["softmax_linear"]
+
+
+def parameter_shapes(sizes):
+    """{name: shape} of every parameter of an MLP with layer widths `sizes`, in block order."""
+    shapes = {}
+    for name, fan_in, fan_out in zip(layer_names(len(sizes) - 2), sizes, sizes[1:]):
+        shapes[f"{name}/weights"] = (fan_in, fan_out)
+        shapes[f"{name}/biases"] = (fan_out,)
+    return shapes
 
 
 def truncated_normal(rng, shape, stddev):
@@ -50,11 +57,11 @@ class MLP:
     hidden: widths of the hidden layers, e.g. (128, 32) as in the tutorial.
     batch_size: the largest batch train_step and the evaluation passes use; the C
     scratch buffers are allocated for it once, here.
+    input_size, num_classes: the data set's pixels per image and classes (784, 10).
     optimizer: a mnistc.optim.Optimizer; None is plain SGD (the tutorial's).
     """
 
-    def __init__(self, hidden=(128, 32), batch_size=100, input_size=IMAGE_PIXELS,
-                 num_classes=NUM_CLASSES, optimizer=None):
+    def __init__(self, hidden, batch_size, *, input_size, num_classes, optimizer=None):
         check_isa_env()
         optimizer = Optimizer() if optimizer is None else optimizer
         if not isinstance(optimizer, Optimizer):
@@ -69,11 +76,7 @@ class MLP:
         self.batch_size = int(batch_size)
         self.global_step = 0
         self.names = layer_names(len(hidden))
-        shapes = {}
-        for name, fan_in, fan_out in zip(self.names, self.sizes, self.sizes[1:]):
-            shapes[f"{name}/weights"] = (fan_in, fan_out)
-            shapes[f"{name}/biases"] = (fan_out,)
-        self.shapes = shapes
+        self.shapes = shapes = parameter_shapes(self.sizes)
         self._block = np.zeros(sum(math.prod(s) for s in shapes.values()), np.float32)
         self.params = {}
         offset = 0

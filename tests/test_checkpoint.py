@@ -95,7 +95,7 @@ def test_round_trip_bytes_dtypes_shapes(valid_file):
     assert metadata["global_step"] == "12"
     assert json.loads(metadata["model"]) == {"hidden": [128, 32]}
     assert metadata["format"] == "mnistc-checkpoint"
-    assert metadata["format_version"] == str(checkpoint.FORMAT_VERSION) == "1"
+    assert metadata["format_version"] == str(checkpoint.FORMAT_VERSION) == "2"
     assert read_metadata(valid_file) == metadata
 
 
@@ -112,7 +112,10 @@ def test_layout_is_aligned_and_packed(valid_file):
         if name != "__metadata__":
             assert entry["data_offsets"][0] % itemsize[entry["dtype"]] == 0, name
     import hashlib
-    assert header["__metadata__"]["data_sha256"] == hashlib.sha256(data).hexdigest()
+    stored = header["__metadata__"]["checksum"]
+    assert stored.startswith("sha256:") and raw.count(stored.encode()) == 1
+    zeroed = raw.replace(stored[7:].encode(), b"0" * 64)
+    assert hashlib.sha256(zeroed).hexdigest() == stored[7:]  # the whole file, digits as zeros
 
 
 def test_loads_with_the_safetensors_package(valid_file):
@@ -127,10 +130,12 @@ def test_loads_with_the_safetensors_package(valid_file):
 
 def test_empty_checkpoint_and_reserved_metadata_keys_are_ours(tmp_path):
     path = tmp_path / "empty.safetensors"
-    save_file(path, {}, {"format": "forged", "data_sha256": "0" * 64, "format_version": "9"})
+    save_file(path, {}, {"format": "forged", "data_sha256": "0" * 64, "format_version": "9",
+                         "checksum": "sha256:" + "1" * 64})
     tensors, metadata = load_file(path)
     assert tensors == {}
-    assert metadata["format"] == "mnistc-checkpoint" and metadata["format_version"] == "1"
+    assert metadata["format"] == "mnistc-checkpoint" and metadata["format_version"] == "2"
+    assert "data_sha256" not in metadata and metadata["checksum"] != "sha256:" + "1" * 64
 
 
 @pytest.mark.parametrize("tensors, metadata", [
@@ -237,10 +242,11 @@ BROKEN = {
     "metadata value not a string": (_edit_header(_set(["__metadata__", "global_step"], 12)), "__metadata__"),
     "no mnistc metadata": (_edit_header(lambda h: h.pop("__metadata__")), "not an mnistc checkpoint"),
     "other format": (_edit_header(_set(["__metadata__", "format"], "tf")), "not an mnistc checkpoint"),
-    "unsupported version": (_edit_header(_set(["__metadata__", "format_version"], "2")), "format_version '2'"),
+    "unsupported version": (_edit_header(_set(["__metadata__", "format_version"], "3")), "format_version '3'"),
     "missing version": (_edit_header(lambda h: h["__metadata__"].pop("format_version")), "format_version None"),
-    "missing checksum": (_edit_header(lambda h: h["__metadata__"].pop("data_sha256")), "data_sha256"),
-    "checksum mismatch": (_flip_data_byte, "data checksum mismatch: the file is corrupt"),
+    "missing checksum": (_edit_header(lambda h: h["__metadata__"].pop("checksum")), "lacks a valid checksum"),
+    "checksum mismatch": (_flip_data_byte, "checksum mismatch: the file is corrupt or was edited"),
+    "header rewritten": (_edit_header(lambda h: None), "checksum mismatch: the header was rewritten"),
 }
 
 

@@ -1,4 +1,4 @@
-# tests/test_download.py: maybe_download and read_data_sets' download path against a
+# tests/test_download.py: mnistc.download and read_data_sets' download path against a
 # local HTTP server with two "mirrors" (/m1/, /m2/). Nothing here touches the internet.
 import functools
 import gzip
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from idx_helpers import MNIST_NAMES, fake_mnist, sha256_table, write_mnist_dir
-from mnistc import data
-from mnistc.errors import DownloadError
+from mnistc import data, datasets
+from mnistc.download import download_missing
+from mnistc.errors import DataError, DownloadError
 
 TRAIN_IMAGES = MNIST_NAMES["train_images"]
 TIMEOUT = 2.0
@@ -74,7 +75,7 @@ def mirrors(tmp_path):
 
 @pytest.fixture
 def data_dir(tmp_path):
-    """Where downloads go (created by maybe_download), apart from the served tree."""
+    """Where downloads go (created by download_missing), apart from the served tree."""
     return tmp_path / "mnist"
 
 
@@ -83,11 +84,15 @@ def files():
     return fake_mnist(n_train=12, n_test=5)
 
 
-def download(directory, urls, files, **overrides):
-    """maybe_download from `urls` with the checksums of `files` and a short timeout."""
-    arguments = {"mirrors": urls, "timeout": TIMEOUT, "checksums": sha256_table(files)}
-    arguments.update(overrides)
-    data.maybe_download(directory, **arguments)
+def served_mnist(urls, files, checksums=None):
+    """MNIST's registry entry with the test's mirrors and the checksums of `files`."""
+    return datasets.MNIST._replace(mirrors=tuple(urls), sha256=checksums or sha256_table(files))
+
+
+def download(directory, urls, files, checksums=None, **options):
+    """download_missing from `urls` with the checksums of `files` and a short timeout."""
+    options.setdefault("idle_timeout", TIMEOUT)
+    download_missing(served_mnist(urls, files, checksums), directory, **options)
 
 
 def assert_downloaded(directory, files):
@@ -186,17 +191,14 @@ def test_silent_server_times_out(data_dir, files):
         listener.bind(("127.0.0.1", 0))
         listener.listen(4)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
-        with pytest.raises(DownloadError, match="timed out"):
-            download(data_dir, (url,), files, timeout=0.3)
+        with pytest.raises(DownloadError, match="no data for 0.3 s"):
+            download(data_dir, (url,), files, idle_timeout=0.3)
     assert list(data_dir.iterdir()) == []
 
 
 def test_read_data_sets_downloads_into_named_folder(tmp_path, mirrors, files, monkeypatch):
     mirrors.put_all("m1", files)
-    local_download = functools.partial(
-        data.maybe_download, mirrors=mirrors.urls, timeout=TIMEOUT, checksums=sha256_table(files)
-    )
-    monkeypatch.setattr(data, "maybe_download", local_download)
+    monkeypatch.setitem(datasets.REGISTRY, "mnist", served_mnist(mirrors.urls, files))
     sets = data.read_data_sets(tmp_path / "fresh", validation_size=2, rng=np.random.default_rng(0))
     assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (10, 2, 5)
     assert_downloaded(tmp_path / "fresh", files)
@@ -204,18 +206,18 @@ def test_read_data_sets_downloads_into_named_folder(tmp_path, mirrors, files, mo
 
 def test_read_data_sets_without_download_makes_no_request(tmp_path, mirrors, files, monkeypatch):
     mirrors.put_all("m1", files)
-    monkeypatch.setattr(data, "maybe_download", functools.partial(data.maybe_download, mirrors=mirrors.urls))
-    with pytest.raises(data.DataError, match="downloading is off"):
+    monkeypatch.setitem(datasets.REGISTRY, "mnist", served_mnist(mirrors.urls, files))
+    with pytest.raises(DataError, match="downloading is off"):
         data.read_data_sets(tmp_path, download=False)
     assert mirrors.requests == []
 
 
 def test_implicit_local_folder_is_never_downloaded_into(tmp_path, mirrors, files, monkeypatch):
     mirrors.put_all("m1", files)
-    monkeypatch.setattr(data, "maybe_download", functools.partial(data.maybe_download, mirrors=mirrors.urls))
+    monkeypatch.setitem(datasets.REGISTRY, "mnist", served_mnist(mirrors.urls, files))
     monkeypatch.delenv("MNISTC_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "mnist").mkdir(parents=True)
-    with pytest.raises(data.DataError, match="never downloaded into"):
+    with pytest.raises(DataError, match="never downloaded into"):
         data.read_data_sets()
     assert mirrors.requests == []

@@ -18,14 +18,15 @@ import pytest
 
 import mnistc
 from idx_helpers import fake_mnist, write_mnist_dir
-from mnistc import data
+from mnistc import data, idx
 from mnistc.checkpoint import load_file, save_file
 from mnistc.errors import CheckpointError, DataError
-from mnistc.eval import evaluate, format_report
+from mnistc.evaluation import evaluate, format_report
 from mnistc.model import MLP
-from mnistc.predict import PILLOW_HINT, load_images, parse_pgm, parse_png, predict_files
+from mnistc.images import PILLOW_HINT, load_images, parse_pgm, parse_png, predict_files
 from mnistc.restore import load
-from mnistc.train import TrainConfig, run_training
+from mnistc.config import TrainConfig
+from mnistc.training import run_training
 
 try:
     from PIL import Image
@@ -55,7 +56,7 @@ def run_module(module, *args, cwd, pre=None):
         command = [sys.executable, "-m", f"mnistc.{module}", *args]
     else:
         command = [sys.executable, "-c",
-                   f"{pre}\nimport sys\nfrom mnistc.{module} import main\n"
+                   f"{pre}\nimport sys\nfrom mnistc.cli.{module} import main\n"
                    f"sys.argv[0] = 'mnistc.{module}'\nsys.exit(main(sys.argv[1:]))", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=600)
@@ -92,7 +93,7 @@ def parse_eval_output(stdout):
     assert len(head) == 1, stdout
     classes = [CLASS_LINE.match(line) for line in lines if CLASS_LINE.match(line)]
     assert [int(m.group(1)) for m in classes] == list(range(10)), stdout
-    start = lines.index("Confusion matrix (rows: true label, columns: predicted):")
+    start = lines.index("Confusion matrix (rows: true class, columns: predicted):")
     assert lines[start + 1].split() == [str(c) for c in range(10)]
     rows = [line.split() for line in lines[start + 2:start + 12]]
     assert [int(r[0]) for r in rows] == list(range(10)), stdout
@@ -136,7 +137,8 @@ def test_load_rebuilds_the_model_from_a_dir_a_step_or_a_file(fake_run):
     assert model.sizes == (784, 16, 8, 10)
     assert model.global_step == 300
     assert model.checkpoint_path == fake_run / "checkpoint-300.safetensors"
-    assert json.loads(model.metadata["run"])["batch_size"] == 20
+    assert model.meta.batch_size == 20 and model.meta.dataset == "mnist"
+    assert model.class_names == tuple(str(d) for d in range(10))
     assert model.batch_size == 20  # evaluation chunks as in training
 
     older = load(fake_run, step=250)
@@ -183,12 +185,12 @@ def test_load_of_a_missing_step_lists_the_steps_there(fake_run):
 
 
 @pytest.mark.parametrize("change, fragment", [
-    (lambda t, m: m.pop("sizes"), 'no "sizes"'),
+    (lambda t, m: m.pop("sizes"), 'lacks "sizes"'),
     (lambda t, m: m.update(sizes="[784, 16"), "not JSON"),
-    (lambda t, m: m.update(sizes="[784, 0, 10]"), "positive widths"),
-    (lambda t, m: m.update(sizes='"784"'), "positive widths"),
+    (lambda t, m: m.update(sizes="[784, 0, 10]"), '"sizes" entry must be a whole number'),
+    (lambda t, m: m.update(sizes='"784"'), '"sizes" must list'),
     (lambda t, m: m.update(sizes="[784, 32, 8, 10]"), "hidden1/weights"),
-    (lambda t, m: m.update(sizes="[784, 16, 10]"), "hidden2/weights"),
+    (lambda t, m: m.update(sizes="[784, 16, 10]"), "softmax_linear/weights"),
     (lambda t, m: m.update(global_step="x"), "global_step"),
     (lambda t, m: m.update(run="{"), '"run"'),
     (lambda t, m: t.pop("softmax_linear/biases"), "softmax_linear/biases"),
@@ -223,7 +225,7 @@ def test_evaluate_on_fake_data(fake_run):
 def test_evaluate_ties_count_as_hits_for_precision_but_argmax_takes_the_lowest():
     """All-zero parameters: every logit ties. in_top_k (TF) counts every example;
     the argmax says 0 for all of them."""
-    model = MLP((4,), batch_size=7)  # parameters start at zero
+    model = MLP((4,), batch_size=7, input_size=784, num_classes=10)  # parameters start at zero
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 50).astype(np.uint8)
     dataset = data.DataSet(rng.integers(0, 256, (50, 784), dtype=np.uint8), labels)
@@ -235,9 +237,9 @@ def test_evaluate_ties_count_as_hits_for_precision_but_argmax_takes_the_lowest()
     assert (result["confusion"][:, 0] == np.bincount(labels, minlength=10)).all()
     assert result["confusion"][:, 1:].sum() == 0
     note = [line for line in format_report(result) if line.startswith("Note:")]
-    assert note == [f"Note: in {50 - zeros} examples the label ties a lower digit for the "
+    assert note == [f"Note: in {50 - zeros} examples the label ties a lower class for the "
                     "largest logit: Precision @ 1 counts them as hits, the argmax (per "
-                    f"class, matrix) as the lower digit: 50 = {zeros} + {50 - zeros}"]
+                    f"class, matrix) as the lower class: 50 = {zeros} + {50 - zeros}"]
     empty = data.DataSet(np.empty((0, 784), np.uint8), np.empty(0, np.uint8))
     assert evaluate(model, empty)["n"] == 0 and evaluate(model, empty)["precision"] == 0.0
 
@@ -276,7 +278,7 @@ def test_eval_cli_on_fake_data_prints_the_tutorials_line(fake_run, tmp_path):
                         cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"Checkpoint {fake_run / 'checkpoint-250.safetensors'} (step 250)"
+    assert lines[0] == f"Checkpoint {fake_run / 'checkpoint-250.safetensors'} (step 250, mnist)"
     assert lines[1] == "Test Data Eval:"
     assert lines[2] == "  Num examples: 10000  Num correct: 10000  Precision @ 1: 1.0000"
     n, _, per_class, confusion, classes = parse_eval_output(result.stdout)
@@ -435,7 +437,7 @@ def test_png_without_pillow_says_how_to_install_it(monkeypatch):
 
 def test_load_images_names_idx_entries_and_inverts(tmp_path):
     stack = np.stack([digit_image(s) for s in range(3)])
-    data.write_idx(tmp_path / "three.idx.gz", stack)
+    idx.write(tmp_path / "three.idx.gz", stack)
     (tmp_path / "one.pgm").write_bytes(pgm_p5(stack[1]))
     names, images = load_images([tmp_path / "one.pgm", tmp_path / "three.idx.gz"])
     assert names == [str(tmp_path / "one.pgm")] + [f"{tmp_path / 'three.idx.gz'}[{i}]"
@@ -443,7 +445,7 @@ def test_load_images_names_idx_entries_and_inverts(tmp_path):
     np.testing.assert_array_equal(images, np.concatenate([stack[1:2], stack]).reshape(4, 784))
     _, inverted = load_images([tmp_path / "one.pgm"], invert=True)
     np.testing.assert_array_equal(inverted[0], 255 - stack[1].reshape(784))
-    data.write_idx(tmp_path / "labels.idx", np.arange(3, dtype=np.uint8))
+    idx.write(tmp_path / "labels.idx", np.arange(3, dtype=np.uint8))
     with pytest.raises(DataError, match="labels file"):
         load_images([tmp_path / "labels.idx"])
 
@@ -455,7 +457,7 @@ def test_predict_files_matches_model_predict(synthetic_run, tmp_path):
     _, train_dir, _ = synthetic_run
     model = load(train_dir)
     stack = np.stack([digit_image(s) for s in range(5)])
-    data.write_idx(tmp_path / "five.idx", stack)
+    idx.write(tmp_path / "five.idx", stack)
     for i, image in enumerate(stack):
         (tmp_path / f"{i}.pgm").write_bytes(pgm_p2(image))
     digits, probs = model.predict(stack.reshape(5, 784))
@@ -470,7 +472,7 @@ def test_predict_files_matches_model_predict(synthetic_run, tmp_path):
 def test_predict_cli_prints_one_line_per_image(synthetic_run, tmp_path):
     _, train_dir, _ = synthetic_run
     stack = np.stack([digit_image(s) for s in range(2)])
-    data.write_idx(tmp_path / "two.idx", stack)
+    idx.write(tmp_path / "two.idx", stack)
     (tmp_path / "a.pgm").write_bytes(pgm_p5(stack[0]))
     result = run_module("predict", "--train-dir", str(train_dir), "--top", "3", "a.pgm",
                         "two.idx", cwd=tmp_path)
@@ -617,7 +619,7 @@ def test_predict_cli_reads_mnist_digits_from_png(known_digits, tmp_path):
 @pytest.mark.realdata
 def test_predict_cli_reads_every_image_of_an_idx_file(known_digits, tmp_path):
     train_dir, images, labels = known_digits
-    data.write_idx(tmp_path / "digits-idx3-ubyte.gz", images)
+    idx.write(tmp_path / "digits-idx3-ubyte.gz", images)
     printed, digits = _predicted_digits(run_module(
         "predict", "--train-dir", str(train_dir), "digits-idx3-ubyte.gz", cwd=tmp_path))
     assert printed == [f"digits-idx3-ubyte.gz[{i}]" for i in range(len(images))]

@@ -8,9 +8,10 @@ import functools
 import numpy as np
 import pytest
 
+from mnistc import _kernels as K
+
 import reference as ref
 from conftest import supported_isas
-from mnistc import _kernels as K
 
 EPS32 = ref.EPS32
 F32 = np.float32
@@ -272,11 +273,12 @@ def test_matches_float64_reference_trainer(isa, optimizer):
     array's largest entry, and each step's loss within 1e-5 relative. float32 rounding
     (forward/backward sums of up to 784 terms, ~1e-6 relative each) accumulates over
     the steps; we observe <= 9e-7 (parameters) and 3e-8 (losses) for SGD and <= 5e-6
-    and 6e-8 for the others, so 1e-4 is generous yet still catches any wrong term (a missing 1/m, a transposed gradient or a stale weight moves parameters
-    by ~1e-2 relative; Adam moves each weight by ~lr = 1e-4, 1.4e-3 of the largest, per
-    step whatever its gradient's size, so a wrong moment or bias correction shows at
-    once). Larger rates make the runs part: nesterov at lr 0.05 (effectively 0.5) brings
-    a pre-activation to 7e-8 at step 16, where the two runs' ReLUs disagree, and 37 units
+    and 6e-8 for the others, so 1e-4 is generous yet still catches any wrong term (a
+    missing 1/m, a transposed gradient or a stale weight moves parameters by ~1e-2
+    relative; Adam moves each weight by ~lr = 1e-4, 1.4e-3 of the largest, per step
+    whatever its gradient's size, so a wrong moment or bias correction shows at once).
+    Larger rates make the runs part: nesterov at lr 0.05 (effectively 0.5) brings a
+    pre-activation to 7e-8 at step 16, where the two runs' ReLUs disagree, and 37 units
     disagree by step 20. That is chaos, not rounding, so the rates stay low."""
     w0, b0, want, want_losses, learned = reference_run(optimizer)
     weights, biases, losses, _ = train_c(REF_SIZES, REF_BATCH, REF_STEPS, isa, 2,
@@ -555,15 +557,15 @@ def single_kernel_step(block, weights, biases, state, images, labels, idx, t, op
     kind, hyper, lr = OPTIMIZERS[optimizer]
     x, y = K.gather_scale(images, labels, idx)
     h = [x]
-    for l, (w, b) in enumerate(zip(weights, biases)):
-        h.append(K.sgemm(h[-1], w, bias=b, relu=l + 1 < len(weights)))
+    for layer, (w, b) in enumerate(zip(weights, biases)):
+        h.append(K.sgemm(h[-1], w, bias=b, relu=layer + 1 < len(weights)))
     m = len(idx)
     _, _, dz = K.softmax_xent(h[-1], y, grad_scale=F32(1) / F32(m))
     grads = []
-    for l in range(len(weights) - 1, -1, -1):
-        grads = [K.sgemm(h[l], dz, trans_a=True), K.colsum_axpy(dz)] + grads
-        if l > 0:
-            dz = K.sgemm(dz, weights[l], trans_b=True, relu_mask=h[l])
+    for layer in range(len(weights) - 1, -1, -1):
+        grads = [K.sgemm(h[layer], dz, trans_a=True), K.colsum_axpy(dz)] + grads
+        if layer > 0:
+            dz = K.sgemm(dz, weights[layer], trans_b=True, relu_mask=h[layer])
     flat = np.concatenate([g.ravel() for g in grads])
     K.optimizer_update(kind, block, flat, state, lr=lr, step=t, **hyper)
     return flat

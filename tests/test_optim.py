@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
-import reference as ref
 from mnistc import _kernels as K
 from mnistc.model import MLP
 from mnistc.optim import HYPERPARAMETERS, Optimizer
+
+import reference as ref
 
 F32 = np.float32
 
@@ -70,8 +71,18 @@ def run_kernel(case, p0, grads, n_threads=None, ema_decay=None, params=None):
     state = tuple(np.zeros_like(p0) for _ in K.OPTIMIZER_STATE[kind])
     ema = None if ema_decay is None else p0.copy()
     for t, g in enumerate(grads, start=1):
-        K.optimizer_update(kind, p, g, state, lr=lr_at(kind, t), step=t, ema=ema,
-                           ema_decay=ema_decay or 0.0, n_threads=n_threads, **hyper)
+        K.optimizer_update(
+            kind,
+            p,
+            g,
+            state,
+            lr=lr_at(kind, t),
+            step=t,
+            ema=ema,
+            ema_decay=ema_decay or 0.0,
+            n_threads=n_threads,
+            **hyper,
+        )
     return p, state, ema
 
 
@@ -93,11 +104,13 @@ def run_reference(case, p0, grads, bounded=False, ema_decay=None):
 
 
 def assert_same_bits(got, want, what):
-    for name, a, b in zip(("params", "state[0]", "state[1]"), (got[0], *got[1]),
-                          (want[0], *want[1])):
+    for name, a, b in zip(
+        ("params", "state[0]", "state[1]"), (got[0], *got[1]), (want[0], *want[1])
+    ):
         assert a.tobytes() == b.tobytes(), (
             f"{what}: {name} differs in {(a.view(np.int32) != b.view(np.int32)).sum()} "
-            f"of {a.size} elements")
+            f"of {a.size} elements"
+        )
 
 
 # ----------------------------------------------------------------- the contract, exactly
@@ -111,8 +124,9 @@ def test_update_is_the_contract_bit_for_bit(isa, case):
     and AVX-512 agree bit for bit."""
     for n in (1, 15, 17, 1000, 4099):
         p0, grads = problem(n, 20)
-        assert_same_bits(run_kernel(case, p0, grads), run_reference(case, p0, grads),
-                         f"{case} n={n} on {isa}")
+        assert_same_bits(
+            run_kernel(case, p0, grads), run_reference(case, p0, grads), f"{case} n={n} on {isa}"
+        )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -150,14 +164,14 @@ GLOBAL_CASES = [case for case in CASES if case != "adam-wd"]
 
 def check_within_bound(got, bounded, what, factor=1.0):
     """|result - float64 value| <= factor x the propagated rounding bound, elementwise."""
-    for name, a, b in zip(("params", "state[0]", "state[1]"), (got[0], *got[1]),
-                          (bounded[0], *bounded[1])):
+    for name, a, b in zip(
+        ("params", "state[0]", "state[1]"), (got[0], *got[1]), (bounded[0], *bounded[1])
+    ):
         ref.assert_close(a, b.value, factor * b.err, f"{what}: {name}")
 
 
 @pytest.mark.parametrize("case", GLOBAL_CASES)
-@pytest.mark.parametrize("n, steps", [(1, 200), (15, 200), (17, 200), (1000, 200),
-                                      (100003, 10)])
+@pytest.mark.parametrize("n, steps", [(1, 200), (15, 200), (17, 200), (1000, 200), (100003, 10)])
 def test_update_matches_float64_reference(case, n, steps):
     """Many steps from the same start against the same formulas in float64. The bound is
     rigorous (each operation's operand errors propagated exactly, plus its rounding), so
@@ -165,8 +179,9 @@ def test_update_matches_float64_reference(case, n, steps):
     below what a wrong term moves (test_float64_check_catches_wrong_formulas)."""
     p0, grads = problem(n, steps)
     got = run_kernel(case, p0, grads)
-    check_within_bound(got, run_reference(case, p0, grads, bounded=True),
-                       f"{case} n={n}, {steps} steps")
+    check_within_bound(
+        got, run_reference(case, p0, grads, bounded=True), f"{case} n={n}, {steps} steps"
+    )
 
 
 def one_step_bound(case, t, state, g):
@@ -175,9 +190,14 @@ def one_step_bound(case, t, state, g):
     kind = kind_of(case)
     scalars = ref.optimizer_scalars(kind, lr_at(kind, t), t, **CASES[case])
     p, rest = state
-    return ref.optimizer_update(kind, ref.Bounded(p), ref.Bounded(g),
-                                tuple(ref.Bounded(a) for a in rest), scalars,
-                                ref.bounded_sqrt)
+    return ref.optimizer_update(
+        kind,
+        ref.Bounded(p),
+        ref.Bounded(g),
+        tuple(ref.Bounded(a) for a in rest),
+        scalars,
+        ref.bounded_sqrt,
+    )
 
 
 class TorchStepper:
@@ -189,15 +209,24 @@ class TorchStepper:
         hyper = CASES[case]
         wd = hyper.get("weight_decay", 0.0)
         if self.kind in ("sgd", "momentum", "nesterov"):
-            self.opt = torch.optim.SGD([self.param], lr=1.0,
-                                       momentum=hyper.get("momentum", 0.0),
-                                       nesterov=self.kind == "nesterov", weight_decay=wd,
-                                       foreach=False)
+            self.opt = torch.optim.SGD(
+                [self.param],
+                lr=1.0,
+                momentum=hyper.get("momentum", 0.0),
+                nesterov=self.kind == "nesterov",
+                weight_decay=wd,
+                foreach=False,
+            )
         else:
             cls = torch.optim.Adam if self.kind == "adam" else torch.optim.AdamW
-            self.opt = cls([self.param], lr=1.0, eps=hyper.get("eps", 1e-8), weight_decay=wd,
-                           betas=(hyper.get("beta1", 0.9), hyper.get("beta2", 0.999)),
-                           foreach=False)
+            self.opt = cls(
+                [self.param],
+                lr=1.0,
+                eps=hyper.get("eps", 1e-8),
+                weight_decay=wd,
+                betas=(hyper.get("beta1", 0.9), hyper.get("beta2", 0.999)),
+                foreach=False,
+            )
 
     def step(self, t, g, state=None):
         """Update t with gradient g; from `state` (p, state arrays) when given, else from
@@ -243,9 +272,12 @@ def test_update_step_by_step_matches_float64_and_torch(case):
         check_within_bound((p, rest), bounded, f"{case} step {t}")
         if stepper is not None:
             theirs = stepper.step(t, g, state)
-            for name, mine, them, b in zip(("params", "state[0]", "state[1]"),
-                                           (p, *rest), (theirs[0], *theirs[1]),
-                                           (bounded[0], *bounded[1])):
+            for name, mine, them, b in zip(
+                ("params", "state[0]", "state[1]"),
+                (p, *rest),
+                (theirs[0], *theirs[1]),
+                (bounded[0], *bounded[1]),
+            ):
                 ref.assert_close(mine, them, 3 * b.err, f"{case} step {t} vs torch: {name}")
         state = (p, rest)
 
@@ -263,25 +295,42 @@ def test_update_matches_torch_optim_over_100_steps(case):
         theirs = stepper.step(t, g)
     got = run_kernel(case, p0, grads)
     bounded = run_reference(case, p0, grads, bounded=True)
-    for name, mine, them, b in zip(("params", "state[0]", "state[1]"), (got[0], *got[1]),
-                                   (theirs[0], *theirs[1]), (bounded[0], *bounded[1])):
+    for name, mine, them, b in zip(
+        ("params", "state[0]", "state[1]"),
+        (got[0], *got[1]),
+        (theirs[0], *theirs[1]),
+        (bounded[0], *bounded[1]),
+    ):
         ref.assert_close(mine, them, 3 * b.err, f"{case} vs torch: {name}")
 
 
-@pytest.mark.parametrize("wrong", ["lr 0.1% high", "no second-moment bias correction",
-                                   "momentum for nesterov", "step count one ahead"])
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        "lr 0.1% high",
+        "no second-moment bias correction",
+        "momentum for nesterov",
+        "step count one ahead",
+    ],
+)
 def test_float64_check_catches_wrong_formulas(wrong):
     """The bounds are tight enough to tell slightly wrong formulas from rounding: each of
     these deliberate mistakes in the reference fails the global check."""
     p0, grads = problem(1000, 100)
     case = "nesterov" if wrong.startswith("momentum") else "adam"
     got = run_kernel(case, p0, grads)
-    p, state = ref.Bounded(p0), tuple(ref.Bounded(np.zeros_like(p0))
-                                      for _ in K.OPTIMIZER_STATE[case])
+    p, state = (
+        ref.Bounded(p0),
+        tuple(ref.Bounded(np.zeros_like(p0)) for _ in K.OPTIMIZER_STATE[case]),
+    )
     for t, g in enumerate(grads, start=1):
         kind = "momentum" if wrong.startswith("momentum") else case
-        s = ref.optimizer_scalars(kind, lr_at(case, t) * (1.001 if "lr" in wrong else 1.0),
-                                  t + 1 if "step" in wrong else t, **CASES[case])
+        s = ref.optimizer_scalars(
+            kind,
+            lr_at(case, t) * (1.001 if "lr" in wrong else 1.0),
+            t + 1 if "step" in wrong else t,
+            **CASES[case],
+        )
         if "bias" in wrong:
             s["bc2_sqrt"] = F32(1.0)
         p, state = ref.optimizer_update(kind, p, ref.Bounded(g), state, s, ref.bounded_sqrt)
@@ -304,21 +353,28 @@ def test_optimizer_update_argument_errors():
 
     fails(ValueError, "unknown optimizer 'rmsprop'", "rmsprop", p, g)
     fails(TypeError, "unexpected keyword argument 'betas'", "adam", p, g, (m, v), betas=0.9)
-    fails(ValueError, r"momentum must be in \[0, 1\), got 1.0", "momentum", p, g, (m,),
-          momentum=1.0)
+    fails(
+        ValueError, r"momentum must be in \[0, 1\), got 1.0", "momentum", p, g, (m,), momentum=1.0
+    )
     fails(ValueError, r"momentum must be in \(0, 1\), got 0.0", "nesterov", p, g, (m,))
     fails(ValueError, r"beta1 must be in \[0, 1\)", "adam", p, g, (m, v), beta1=-0.1)
-    fails(ValueError, r"beta2 must be in \[0, 1\), got nan", "adam", p, g, (m, v),
-          beta2=float("nan"))
+    fails(
+        ValueError, r"beta2 must be in \[0, 1\), got nan", "adam", p, g, (m, v), beta2=float("nan")
+    )
     fails(ValueError, "eps must be finite and > 0, got 0.0", "adam", p, g, (m, v), eps=0.0)
-    fails(ValueError, "weight_decay must be finite and >= 0, got inf", "sgd", p, g,
-          weight_decay=float("inf"))
-    fails(ValueError, "weight_decay is out of range: 1000000", "sgd", p, g,
-          weight_decay=10**400)
-    fails(TypeError, "momentum must be a real number, not str", "momentum", p, g, (m,),
-          momentum="0.9")
-    fails(TypeError, "weight_decay must be a real number, not bool", "sgd", p, g,
-          weight_decay=True)
+    fails(
+        ValueError,
+        "weight_decay must be finite and >= 0, got inf",
+        "sgd",
+        p,
+        g,
+        weight_decay=float("inf"),
+    )
+    fails(ValueError, "weight_decay is out of range: 1000000", "sgd", p, g, weight_decay=10**400)
+    fails(
+        TypeError, "momentum must be a real number, not str", "momentum", p, g, (m,), momentum="0.9"
+    )
+    fails(TypeError, "weight_decay must be a real number, not bool", "sgd", p, g, weight_decay=True)
     fails(ValueError, "lr must be finite and >= 0, got -0.1", "sgd", p, g, lr=-0.1)
     fails(ValueError, "lr must be finite and >= 0, got inf", "sgd", p, g, lr=float("inf"))
     fails(ValueError, r"step must be in \[1, 2\*\*62\), got 0", "sgd", p, g, step=0)
@@ -328,29 +384,64 @@ def test_optimizer_update_argument_errors():
     fails(ValueError, "params must be C-contiguous", "sgd", np.zeros(16, F32)[::2], g)
     fails(ValueError, r"grads must have shape \(8,\), got \(7,\)", "sgd", p, g[:7])
     fails(TypeError, "grads must be a numpy.ndarray, not list", "sgd", p, [0.0] * 8)
-    fails(ValueError, r"state must be a tuple of 2 arrays for adam \(exp_avg, exp_avg_sq\)",
-          "adam", p, g, (m,))
+    fails(
+        ValueError,
+        r"state must be a tuple of 2 arrays for adam \(exp_avg, exp_avg_sq\)",
+        "adam",
+        p,
+        g,
+        (m,),
+    )
     fails(ValueError, r"state must be a tuple of 0 arrays for sgd", "sgd", p, g, (m,))
-    fails(TypeError, r"state\[1\] \(exp_avg_sq\) must be a numpy.ndarray, not None", "adam",
-          p, g, (m, None))
-    fails(ValueError, r"state\[0\] \(momentum_buffer\) must have shape \(8,\)", "momentum",
-          p, g, (m[:4],))
-    fails(ValueError, r"state\[0\] \(exp_avg\) and state\[1\] \(exp_avg_sq\) overlap",
-          "adam", p, g, (m, m))
+    fails(
+        TypeError,
+        r"state\[1\] \(exp_avg_sq\) must be a numpy.ndarray, not None",
+        "adam",
+        p,
+        g,
+        (m, None),
+    )
+    fails(
+        ValueError,
+        r"state\[0\] \(momentum_buffer\) must have shape \(8,\)",
+        "momentum",
+        p,
+        g,
+        (m[:4],),
+    )
+    fails(
+        ValueError,
+        r"state\[0\] \(exp_avg\) and state\[1\] \(exp_avg_sq\) overlap",
+        "adam",
+        p,
+        g,
+        (m, m),
+    )
     fails(ValueError, r"params and grads overlap", "sgd", p, p)
     block = np.zeros(20, F32)
-    fails(ValueError, r"params and state\[0\] \(momentum_buffer\) overlap", "momentum",
-          block[:10], np.zeros(10, F32), (block[5:15],))
+    fails(
+        ValueError,
+        r"params and state\[0\] \(momentum_buffer\) overlap",
+        "momentum",
+        block[:10],
+        np.zeros(10, F32),
+        (block[5:15],),
+    )
     fails(ValueError, r"ema_decay must be in \[0, 1\]", "sgd", p, g, ema=v, ema_decay=1.5)
-    fails(ValueError, "params and ema overlap", "sgd", p, g, ema=p,
-          ema_decay=0.5)
+    fails(ValueError, "params and ema overlap", "sgd", p, g, ema=p, ema_decay=0.5)
     frozen = p.copy()
     frozen.flags.writeable = False
     fails(ValueError, "params must be writeable", "sgd", frozen, g)
     frozen_m = m.copy()
     frozen_m.flags.writeable = False
-    fails(ValueError, r"state\[0\] \(momentum_buffer\) must be writeable", "momentum", p, g,
-          (frozen_m,))
+    fails(
+        ValueError,
+        r"state\[0\] \(momentum_buffer\) must be writeable",
+        "momentum",
+        p,
+        g,
+        (frozen_m,),
+    )
     assert not p.any() and not m.any() and not v.any()  # nothing ran
     update("sgd", np.zeros(0, F32), np.zeros(0, F32), lr=0.1, step=1)  # empty: a no-op
 
@@ -375,34 +466,53 @@ def test_optimizer_defaults_and_settings_round_trip():
     assert Optimizer("adam", beta1=0, eps=1).hyperparameters["beta1"] == 0.0
 
 
-@pytest.mark.parametrize("args, kwargs, error, match", [
-    (("lion",), {}, ValueError, "unknown optimizer 'lion'; expected one of sgd, momentum"),
-    (("sgd",), {"momentum": 0.9}, ValueError,
-     "optimizer sgd has no setting 'momentum'; its settings are weight_decay"),
-    (("adam",), {"lr": 0.1}, ValueError, "optimizer adam has no setting 'lr'"),
-    (("momentum",), {"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
-    (("nesterov",), {"momentum": 0.0}, ValueError, r"momentum must be in \(0, 1\)"),
-    (("adam",), {"beta2": 1.0}, ValueError, r"beta2 must be in \[0, 1\)"),
-    (("adamw",), {"eps": -1e-8}, ValueError, "eps must be finite and > 0, got -1e-08"),
-    (("sgd",), {"weight_decay": -0.1}, ValueError, "weight_decay must be finite and >= 0"),
-    (("adam",), {"beta1": None}, TypeError, "beta1 must be a real number, not NoneType"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        (("lion",), {}, ValueError, "unknown optimizer 'lion'; expected one of sgd, momentum"),
+        (
+            ("sgd",),
+            {"momentum": 0.9},
+            ValueError,
+            "optimizer sgd has no setting 'momentum'; its settings are weight_decay",
+        ),
+        (("adam",), {"lr": 0.1}, ValueError, "optimizer adam has no setting 'lr'"),
+        (("momentum",), {"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
+        (("nesterov",), {"momentum": 0.0}, ValueError, r"momentum must be in \(0, 1\)"),
+        (("adam",), {"beta2": 1.0}, ValueError, r"beta2 must be in \[0, 1\)"),
+        (("adamw",), {"eps": -1e-8}, ValueError, "eps must be finite and > 0, got -1e-08"),
+        (("sgd",), {"weight_decay": -0.1}, ValueError, "weight_decay must be finite and >= 0"),
+        (("adam",), {"beta1": None}, TypeError, "beta1 must be a real number, not NoneType"),
+    ],
+)
 def test_optimizer_validation(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         Optimizer(*args, **kwargs)
 
 
-@pytest.mark.parametrize("settings, error, match", [
-    ([("name", "sgd")], TypeError, "optimizer settings must be a dict, not list"),
-    ({"weight_decay": 0.0}, ValueError, "optimizer settings have no 'name'"),
-    ({"name": "adam", "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0}, ValueError,
-     "optimizer settings for adam have no 'eps'"),
-    ({"name": "sgd", "weight_decay": 0.0, "momentum": 0.0}, ValueError,
-     "optimizer sgd has no setting 'momentum'"),
-    ({"name": "momentum", "momentum": "0.9", "weight_decay": 0.0}, TypeError,
-     "momentum must be a real number, not str"),
-    ({"name": 3}, ValueError, "unknown optimizer 3"),
-])
+@pytest.mark.parametrize(
+    "settings, error, match",
+    [
+        ([("name", "sgd")], TypeError, "optimizer settings must be a dict, not list"),
+        ({"weight_decay": 0.0}, ValueError, "optimizer settings have no 'name'"),
+        (
+            {"name": "adam", "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0},
+            ValueError,
+            "optimizer settings for adam have no 'eps'",
+        ),
+        (
+            {"name": "sgd", "weight_decay": 0.0, "momentum": 0.0},
+            ValueError,
+            "optimizer sgd has no setting 'momentum'",
+        ),
+        (
+            {"name": "momentum", "momentum": "0.9", "weight_decay": 0.0},
+            TypeError,
+            "momentum must be a real number, not str",
+        ),
+        ({"name": 3}, ValueError, "unknown optimizer 3"),
+    ],
+)
 def test_optimizer_from_settings_errors(settings, error, match):
     with pytest.raises(error, match=match):
         Optimizer.from_settings(settings)
@@ -412,15 +522,22 @@ def test_optimizer_from_settings_errors(settings, error, match):
 
 
 NET = {"hidden": (24, 12), "batch_size": 16, "input_size": 30, "num_classes": 10}
-MODEL_OPTIMIZERS = [Optimizer("sgd"), Optimizer("sgd", weight_decay=1e-3),
-                    Optimizer("momentum", momentum=0.9), Optimizer("nesterov", momentum=0.8),
-                    Optimizer("adam"), Optimizer("adamw", weight_decay=0.05)]
+MODEL_OPTIMIZERS = [
+    Optimizer("sgd"),
+    Optimizer("sgd", weight_decay=1e-3),
+    Optimizer("momentum", momentum=0.9),
+    Optimizer("nesterov", momentum=0.8),
+    Optimizer("adam"),
+    Optimizer("adamw", weight_decay=0.05),
+]
 
 
 def data(rows=200, width=30):
     g = rng(8000, rows, width)
-    return (g.integers(0, 256, (rows, width), dtype=np.uint8),
-            g.integers(0, 10, rows, dtype=np.uint8))
+    return (
+        g.integers(0, 256, (rows, width), dtype=np.uint8),
+        g.integers(0, 10, rows, dtype=np.uint8),
+    )
 
 
 def batches(steps, rows=200, batch=16):
@@ -472,13 +589,14 @@ def test_state_round_trip_continues_bit_for_bit(opt):
 
 
 def test_default_model_is_the_fused_sgd_step():
-    """MLP() trains by the fused SGD path (no gradient stored), the same bits as an
-    explicit Optimizer("sgd"); weight decay moves SGD to the stored-gradient path."""
+    """MLP without an optimizer trains by the fused SGD path (no gradient stored), the same
+    bits as an explicit Optimizer("sgd"); weight decay moves SGD to the stored-gradient
+    path."""
     default = trained_model(None, 5)
     explicit = trained_model(Optimizer("sgd"), 5)
     assert default.optimizer == Optimizer("sgd")
     assert default._kernel.parameter_gradients is None
-    assert default.optimizer_state() [0] == {}
+    assert default.optimizer_state()[0] == {}
     for name, value in default.state_dict().items():
         assert value.tobytes() == explicit.state_dict()[name].tobytes()
     decayed = trained_model(Optimizer("sgd", weight_decay=1e-3), 5)
@@ -508,13 +626,19 @@ def test_load_optimizer_state_errors_change_nothing():
         after = model.optimizer_state()
         assert after[1] == before[1] and after[0][name].tobytes() == before[0][name].tobytes()
 
-    fails(ValueError, r"missing optimizer state 'optimizer/momentum_buffer' \(the model's "
-          r"optimizer is momentum\)", {})
-    fails(ValueError, r"has shape \(5,\), the model needs \(" + str(good.size),
-          {name: good[:5]})
+    fails(
+        ValueError,
+        r"missing optimizer state 'optimizer/momentum_buffer' \(the model's "
+        r"optimizer is momentum\)",
+        {},
+    )
+    fails(ValueError, r"has shape \(5,\), the model needs \(" + str(good.size), {name: good[:5]})
     fails(ValueError, "has dtype float64, not float32", {name: good.astype(np.float64)})
-    fails(ValueError, "unexpected optimizer state 'optimizer/exp_avg'",
-          {name: good, "optimizer/exp_avg": good})
+    fails(
+        ValueError,
+        "unexpected optimizer state 'optimizer/exp_avg'",
+        {name: good, "optimizer/exp_avg": good},
+    )
     fails(ValueError, r"step must be in \[0, 2\*\*62\), got -1", {name: good}, -1)
     fails(TypeError, "step must be an int, not float", {name: good}, 3.0)
     model.load_optimizer_state({name: np.zeros_like(good), "hidden1/weights": None}, 0)

@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from mnistc import events as ev
-from mnistc.train import TrainConfig, run_training
+from mnistc.config import TrainConfig
+from mnistc.training import run_training
 
 
 def needs(module):
@@ -30,7 +31,7 @@ def test_event_file_holds_the_loss_and_precisions(tmp_path):
     events = accumulator.EventAccumulator(str(tmp_path))
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert set(scalars) == {"loss", "precision/train", "precision/validation",
+    assert set(scalars) == {"loss", "learning_rate", "precision/train", "precision/validation",
                             "precision/test"}
     logged = [json.loads(line) for line in (tmp_path / "summaries.jsonl").read_text().splitlines()]
     for tag in scalars:

@@ -58,7 +58,8 @@ def test_fake_data_run_prints_the_tutorials_lines_and_writes_its_files(tmp_path)
 
     records = [json.loads(line) for line in (tmp_path / "summaries.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["tag"] == "loss"] == [0, 100, 200]
-    assert {r["tag"] for r in records if r["tag"] != "loss"} == {
+    assert [r["value"] for r in records if r["tag"] == "learning_rate"] == [0.01] * 3
+    assert {r["tag"] for r in records if r["tag"] not in ("loss", "learning_rate")} == {
         "precision/train", "precision/validation", "precision/test"}
 
     tensors, meta = load_file(tmp_path / "checkpoint-250.safetensors")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mnistc.checkpoint import CheckpointManager, load_file
-from mnistc.train import TrainConfig, run_training
+from mnistc.config import TrainConfig
+from mnistc.training import run_training
 
 TIMING = re.compile(r" \(\d+\.\d+ sec\)$")
 
