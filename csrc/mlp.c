@@ -1,6 +1,6 @@
-// mlp.c — a whole SGD step (and an evaluation pass) of the multi-layer perceptron in
-// one call, so Python crosses into C once per step. It only sequences the kernels of
-// gemm.c and nn.c; the arithmetic and its rounding rules live there (see mnistc.h).
+// mlp.c — a whole training step (and an evaluation pass) of the multi-layer perceptron
+// in one call, so Python crosses into C once per step. It only sequences the kernels of
+// gemm.c, nn.c and optim.c; the arithmetic and its rounding rules live there (mnistc.h).
 #include <stdlib.h>
 
 #include "internal.h"
@@ -22,7 +22,8 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m,
 
 int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                        const uint8_t *images, const uint8_t *labels, const int32_t *idx,
-                       int64_t m, int64_t image_size, float scale, float lr, double *loss,
+                       int64_t m, int64_t image_size, float scale,
+                       const mnc_mlp_optimizer *opt, double lr, int64_t step, double *loss,
                        int n_threads) {
     int last = net->n_layers - 1;
     int64_t classes = net->sizes[net->n_layers];
@@ -42,12 +43,24 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
             mnc_sgemm_f32(0, 1, m, k, n, 1.0f, buf->grads[l], n, net->weights[l], n, 0.0f,
                           buf->grads[l - 1], k, &ep, n_threads);
         }
-        // W_l -= lr * H_{l-1}ᵀ dZ_l: the batch is the GEMM's reduction, so the update is
-        // the GEMM's beta = 1 and dW is never stored.
-        mnc_sgemm_f32(1, 0, k, n, m, -lr, layer_input, k, buf->grads[l], n, 1.0f,
-                      net->weights[l], n, NULL, n_threads);
-        mnc_colsum_axpy_f32(net->biases[l], buf->grads[l], m, n, -lr, 1.0f, n_threads);
+        if (opt == NULL) {
+            // W_l -= lr * H_{l-1}ᵀ dZ_l: the batch is the GEMM's reduction, so the update
+            // is the GEMM's beta = 1 and dW is never stored.
+            mnc_sgemm_f32(1, 0, k, n, m, -(float)lr, layer_input, k, buf->grads[l], n, 1.0f,
+                          net->weights[l], n, NULL, n_threads);
+            mnc_colsum_axpy_f32(net->biases[l], buf->grads[l], m, n, -(float)lr, 1.0f,
+                                n_threads);
+        } else {
+            float *dw = opt->grads + (net->weights[l] - opt->params);
+            float *db = opt->grads + (net->biases[l] - opt->params);
+            mnc_sgemm_f32(1, 0, k, n, m, 1.0f, layer_input, k, buf->grads[l], n, 0.0f, dw, n,
+                          NULL, n_threads);
+            mnc_colsum_axpy_f32(db, buf->grads[l], m, n, 1.0f, 0.0f, n_threads);
+        }
     }
+    if (opt != NULL)
+        mnc_optimizer_update_f32(&opt->settings, opt->params, opt->state0, opt->state1, NULL,
+                                 opt->grads, opt->n, lr, step, 0.0, n_threads);
     return 0;
 }
 

@@ -142,8 +142,71 @@ void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images,
                          int64_t m, int64_t d, float scale, int n_threads);
 
 // ---------------------------------------------------------------------------------
-// The multi-layer perceptron (mlp.c): a whole SGD step or an evaluation pass in one
-// call, driving the kernels above. Layer l (0-based) maps sizes[l] -> sizes[l+1] with
+// Optimizers (optim.c)
+//
+// One update of n float32 parameters p from their gradients g and the optimizer's state,
+// with torch.optim's formulas (torch 2.x, the single-tensor CPU path of SGD, Adam and
+// AdamW; dampening 0, no maximize, no amsgrad), operation for operation, so that runs can
+// be compared with PyTorch's. t = step >= 1 is the number of this update (torch's state
+// "step" after its increment); η = lr, λ = weight_decay, μ = momentum.
+//
+// Scalars. The settings and lr are doubles, as torch's Python floats are; every scalar
+// below is computed from them in double and then rounded once to float32 (as torch's
+// tensor ops round a Python scalar): η, λ, μ, ε, β2 themselves, and
+//   w1 = 1 − β1,  c2 = 1 − β2,  s = η / (1 − β1^t),  r = (1 − β2^t)^0.5,  d = 1 − η·λ
+// (^ is C's pow, as Python's float **).
+//
+// Elementwise, in float32, each operation rounded separately (no FMA contraction: the
+// build has -ffp-contract=off), in exactly this order:
+//   SGD          g' = g + λ·p                              (only when λ != 0)
+//                p  = p − η·g'
+//   momentum     g' as SGD;  b = g' on step 1, else b = μ·b + g';  p = p − η·b
+//   nesterov     g' and b as momentum;  p = p − η·(g' + μ·b)
+//   Adam         g' = g + λ·p (only when λ != 0: L2, on the gradient)
+//   AdamW        p  = d·p     (decoupled; d = 1 when λ = 0, and p·1 = p exactly)
+//   both         m  = m + w1·(g' − m)         when w1 < 0.5  (torch's lerp(m, g', w1))
+//                m  = g' − (1 − w1)·(g' − m)  otherwise      (1 − w1 in float32)
+//                v  = β2·v + (c2·g')·g'
+//                p  = p − (s·m) / (sqrt(v) / r + ε)
+// Only IEEE-754 add, subtract, multiply, divide and square root occur, each correctly
+// rounded on every target, so the generic, AVX2 and AVX-512 paths give the same bits (and
+// so does any split of the block: any thread count). torch's own CPU kernels round
+// differently (its add-with-alpha and lerp are FMAs on the vectorised path, and its sqrt
+// goes through MKL and is not always correctly rounded), so mnistc agrees with torch to
+// float32 rounding, not bit for bit.
+//
+// Optionally, in the same pass, an exponential moving average of the updated parameters,
+// torch.optim.swa_utils' EMA: e = lerp(e, p, 1 − ema_decay) by the same lerp rule as m.
+
+typedef enum mnc_optimizer_kind {
+    MNC_OPT_SGD = 0,       // state: none
+    MNC_OPT_MOMENTUM = 1,  // state0 = the momentum buffer b
+    MNC_OPT_NESTEROV = 2,  // state0 = b
+    MNC_OPT_ADAM = 3,      // state0 = exp_avg m, state1 = exp_avg_sq v
+    MNC_OPT_ADAMW = 4,     // as Adam
+} mnc_optimizer_kind;
+
+// The settings, as the caller validated them: 0 <= μ < 1, 0 <= β1, β2 < 1, ε > 0,
+// λ >= 0, all finite; lr finite and >= 0; 0 <= ema_decay <= 1.
+typedef struct mnc_optimizer {
+    mnc_optimizer_kind kind;
+    double momentum;      // μ: momentum, nesterov
+    double beta1, beta2;  // Adam, AdamW
+    double eps;           // ε: Adam, AdamW
+    double weight_decay;  // λ
+} mnc_optimizer;
+
+// One update of params[0, n) in place from grads[0, n), with the state arrays the kind
+// needs (the others may be NULL) and, when ema is not NULL, the EMA ema[0, n) of the
+// updated parameters. No two of the arrays may overlap. Threads take contiguous slices
+// whose boundaries fall on cache lines of params.
+void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *state0,
+                              float *state1, float *ema, const float *grads, int64_t n,
+                              double lr, int64_t step, double ema_decay, int n_threads);
+
+// ---------------------------------------------------------------------------------
+// The multi-layer perceptron (mlp.c): a whole training step or an evaluation pass in
+// one call, driving the kernels above. Layer l (0-based) maps sizes[l] -> sizes[l+1] with
 // weights [sizes[l], sizes[l+1]] and biases [sizes[l+1]], ReLU on every layer but the
 // last, whose outputs are the logits.
 
@@ -165,16 +228,31 @@ typedef struct mnc_mlp_buffers {
     float *row_loss;             // [batch]
 } mnc_mlp_buffers;
 
-// One step of plain SGD on the batch idx[0..m-1] (m <= buf->batch) of a uint8 data set:
-// gather + scale, forward, mean sparse softmax cross-entropy, backward, and the update
-// W -= lr * dW, b -= lr * db of every layer (each layer's input gradient is taken
-// before its weights change). *loss = the batch's mean loss before the update.
-// Returns 0, or -1 - b for the first batch row whose label is out of range (then the
-// parameters are unchanged).
+// The optimizer of a training step that stores its gradients (see mnc_mlp_train_step).
+typedef struct mnc_mlp_optimizer {
+    mnc_optimizer settings;
+    int64_t n;               // parameters in the block
+    float *params;           // [n]: the net's weights[l] and biases[l] tile this block
+    float *grads;            // [n]: the step's gradients, at the parameters' offsets
+    float *state0, *state1;  // [n] or NULL, as mnc_optimizer_update_f32 needs
+} mnc_mlp_optimizer;
+
+// One training step on the batch idx[0..m-1] (m <= buf->batch) of a uint8 data set:
+// gather + scale, forward, mean sparse softmax cross-entropy, backward (each layer's
+// input gradient from its weights before the update), and the update:
+//  - opt == NULL: plain SGD fused into the backward pass: W -= η·XᵀdZ is the weight-
+//    gradient GEMM (alpha = −η, beta = 1) and b -= η·colsum(dZ) is mnc_colsum_axpy_f32
+//    (alpha = −η, beta = 1), η = (float)lr; no gradient is stored.
+//  - otherwise dW = XᵀdZ (GEMM, alpha = 1, beta = 0) and db = colsum(dZ) are written into
+//    opt->grads at the offsets of W and b in opt->params, and then the whole block is
+//    updated by one mnc_optimizer_update_f32(opt->settings, ..., lr, step).
+// *loss = the batch's mean loss before the update. Returns 0, or -1 - b for the first
+// batch row whose label is out of range (then the parameters and state are unchanged).
 int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                        const uint8_t *images, const uint8_t *labels,
-                       const int32_t *idx, int64_t m, int64_t image_size,
-                       float scale, float lr, double *loss, int n_threads);
+                       const int32_t *idx, int64_t m, int64_t image_size, float scale,
+                       const mnc_mlp_optimizer *opt, double lr, int64_t step,
+                       double *loss, int n_threads);
 
 // Forward pass over rows [0, m) of a uint8 data set, in chunks of buf->batch rows,
 // counting in_top_k(k) hits; when logits_out is not NULL the logits ([m, classes]) are

@@ -10,9 +10,13 @@ Python attribute lookups and typed memoryviews: a call's fixed cost fell about f
 (a 1 x 1 x 1 sgemm from ~2 to ~0.5 us), and that fixed cost is most of the time of the
 model's smallest GEMMs (100 x 10 x 32).
 """
+import numbers
+import operator
+
 import numpy as np
 
 cimport numpy as cnp
+from libc.float cimport DBL_MAX
 from libc.stdint cimport int32_t, int64_t, uint8_t
 
 cnp.import_array()
@@ -56,6 +60,23 @@ cdef extern from "mnistc.h" nogil:
                              const uint8_t *labels, const int32_t *idx,
                              int64_t m, int64_t d, float scale, int n_threads)
 
+    ctypedef enum mnc_optimizer_kind:
+        MNC_OPT_SGD
+        MNC_OPT_MOMENTUM
+        MNC_OPT_NESTEROV
+        MNC_OPT_ADAM
+        MNC_OPT_ADAMW
+    ctypedef struct mnc_optimizer:
+        mnc_optimizer_kind kind
+        double momentum
+        double beta1
+        double beta2
+        double eps
+        double weight_decay
+    void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *state0,
+                                  float *state1, float *ema, const float *grads, int64_t n,
+                                  double lr, int64_t step, double ema_decay, int n_threads)
+
     ctypedef struct mnc_mlp:
         int n_layers
         const int64_t *sizes
@@ -68,10 +89,18 @@ cdef extern from "mnistc.h" nogil:
         float **activations
         float **grads
         float *row_loss
+    ctypedef struct mnc_mlp_optimizer:
+        mnc_optimizer settings
+        int64_t n
+        float *params
+        float *grads
+        float *state0
+        float *state1
     int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                            const uint8_t *images, const uint8_t *labels,
-                           const int32_t *idx, int64_t m, int64_t image_size,
-                           float scale, float lr, double *loss, int n_threads)
+                           const int32_t *idx, int64_t m, int64_t image_size, float scale,
+                           const mnc_mlp_optimizer *opt, double lr, int64_t step,
+                           double *loss, int n_threads)
     int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                          const uint8_t *images, const uint8_t *labels, int64_t m,
                          int64_t image_size, float scale, int64_t k,
@@ -414,6 +443,201 @@ def gather_scale(images, labels, idx, float scale=1.0 / 255.0, n_threads=None):
 
 
 # ----------------------------------------------------------------------------------
+# Optimizers: one update over a flat parameter block (mnistc.h has the formulas).
+
+# Each optimizer's state arrays, in the order the C update takes them.
+OPTIMIZER_STATE = {
+    "sgd": (),
+    "momentum": ("momentum_buffer",),
+    "nesterov": ("momentum_buffer",),
+    "adam": ("exp_avg", "exp_avg_sq"),
+    "adamw": ("exp_avg", "exp_avg_sq"),
+}
+_OPTIMIZER_KIND = {"sgd": MNC_OPT_SGD, "momentum": MNC_OPT_MOMENTUM,
+                   "nesterov": MNC_OPT_NESTEROV, "adam": MNC_OPT_ADAM, "adamw": MNC_OPT_ADAMW}
+# How error messages name each state array, and all of optimizer_update's arrays.
+_STATE_LABELS = {kind: tuple(f"state[{i}] ({name})" for i, name in enumerate(names))
+                 for kind, names in OPTIMIZER_STATE.items()}
+_UPDATE_LABELS = {kind: ("params", "grads") + labels + ("ema",)
+                  for kind, labels in _STATE_LABELS.items()}
+# torch.optim's defaults, for a hyperparameter left out (optimizer_update's signature
+# spells out the same).
+_TORCH_DEFAULTS = {"momentum": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                   "weight_decay": 0.0}
+
+
+cdef double _real(str name, object x) except? -1.0:
+    """x as a double; TypeError naming `name` unless it is a real number (bools are not)."""
+    if type(x) is float:  # without the slow ABC check below
+        return <double>x
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, not {type(x).__name__}")
+    try:
+        return <double>x
+    except OverflowError:
+        raise ValueError(f"{name} is out of range: {x!r:.40}") from None
+
+
+cdef int _in_range(str name, double x, double low, double high, bint open_low,
+                   bint open_high) except -1:
+    """ValueError naming `name` unless x is in the interval (NaN never is)."""
+    if (x > low if open_low else x >= low) and (x < high if open_high else x <= high):
+        return 0
+    if high == DBL_MAX:
+        raise ValueError(f"{name} must be finite and {'>' if open_low else '>='} {low:g}, "
+                         f"got {x!r}")
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    raise ValueError(f"{name} must be in {interval}, got {x!r}")
+
+
+cdef mnc_optimizer _optimizer(object kind, object momentum, object beta1, object beta2,
+                              object eps, object weight_decay) except *:
+    """The checked C settings of optimizer `kind`: ValueError/TypeError naming the first
+    bad one."""
+    if not isinstance(kind, str) or kind not in _OPTIMIZER_KIND:
+        raise ValueError(f"unknown optimizer {kind!r}; expected one of "
+                         f"{', '.join(OPTIMIZER_STATE)}")
+    cdef mnc_optimizer opt
+    opt.kind = _OPTIMIZER_KIND[kind]
+    opt.momentum = _real("momentum", momentum)
+    opt.beta1 = _real("beta1", beta1)
+    opt.beta2 = _real("beta2", beta2)
+    opt.eps = _real("eps", eps)
+    opt.weight_decay = _real("weight_decay", weight_decay)
+    _in_range("momentum", opt.momentum, 0.0, 1.0, opt.kind == MNC_OPT_NESTEROV, True)
+    _in_range("beta1", opt.beta1, 0.0, 1.0, False, True)
+    _in_range("beta2", opt.beta2, 0.0, 1.0, False, True)
+    _in_range("eps", opt.eps, 0.0, DBL_MAX, True, False)
+    _in_range("weight_decay", opt.weight_decay, 0.0, DBL_MAX, False, False)
+    return opt
+
+
+cdef mnc_optimizer _optimizer_from(object kind, dict hyperparameters) except *:
+    """_optimizer with the hyperparameters as keywords, torch's default for any left out."""
+    for name in hyperparameters:
+        if name not in _TORCH_DEFAULTS:
+            raise TypeError(f"unknown optimizer setting {name!r}; expected one of "
+                            f"{', '.join(_TORCH_DEFAULTS)}")
+    h = {**_TORCH_DEFAULTS, **hyperparameters}
+    return _optimizer(kind, h["momentum"], h["beta1"], h["beta2"], h["eps"],
+                      h["weight_decay"])
+
+
+def check_optimizer(kind, **hyperparameters):
+    """Raise ValueError/TypeError naming the first bad setting of optimizer `kind`: the
+    checks optimizer_update and MLPKernel.set_optimizer make. Ranges: 0 <= momentum < 1
+    (> 0 for nesterov), 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0, all finite."""
+    _optimizer_from(kind, hyperparameters)
+
+
+cdef int64_t _step(object step, int64_t minimum) except -1:
+    cdef int64_t value
+    if type(step) is not int:
+        if isinstance(step, bool):
+            raise TypeError("step must be an int, not bool")
+        try:
+            step = operator.index(step)
+        except TypeError:
+            raise TypeError(f"step must be an int, not {type(step).__name__}") from None
+    if step < minimum or step >= 2**62:
+        raise ValueError(f"step must be in [{minimum}, 2**62), got {step}")
+    value = step
+    return value
+
+
+cdef int _check_lr(double lr) except -1:
+    if not (0.0 <= lr <= DBL_MAX):
+        raise ValueError(f"lr must be finite and >= 0, got {lr!r}")
+    return 0
+
+
+cdef enum:
+    MAX_UPDATE_ARRAYS = 5  # params, grads, two state arrays, ema
+
+
+cdef struct byte_range:
+    const char *start
+    const char *end
+
+
+cdef inline byte_range _bytes_of(cnp.ndarray a) noexcept:
+    cdef byte_range r
+    r.start = cnp.PyArray_BYTES(a)
+    r.end = r.start + cnp.PyArray_NBYTES(a)
+    return r
+
+
+cdef int _check_disjoint(byte_range *ranges, int count, tuple labels) except -1:
+    """ValueError naming the first two of the arrays (labels[i] spans ranges[i]) that
+    share memory."""
+    cdef int i, j
+    for i in range(count):
+        for j in range(i):
+            if ranges[i].start < ranges[j].end and ranges[j].start < ranges[i].end:
+                raise ValueError(f"{labels[j]} and {labels[i]} overlap; they must be "
+                                 f"separate arrays")
+    return 0
+
+
+cdef int _state_arrays(object kind, object state, Py_ssize_t n, float **out,
+                       byte_range *ranges) except -1:
+    """Checks the state arrays `kind` needs ([n] float32, writeable): out[i] gets each
+    data pointer (NULL for the unused), ranges[i] its bytes. Returns their count."""
+    labels = _STATE_LABELS[kind]
+    cdef Py_ssize_t count = len(labels), i
+    if not isinstance(state, (tuple, list)) or len(state) != count:
+        names = OPTIMIZER_STATE[kind]
+        raise ValueError(f"state must be a tuple of {count} arrays for {kind} "
+                         f"({', '.join(names) or 'none'}), got {state!r:.60}")
+    out[0] = out[1] = NULL
+    cdef cnp.ndarray arr
+    for i in range(count):
+        if state[i] is None:
+            raise TypeError(f"{labels[i]} must be a numpy.ndarray, not None")
+        arr = _output(labels[i], state[i], n)
+        out[i] = _f32(arr)
+        ranges[i] = _bytes_of(arr)
+    return count
+
+
+def optimizer_update(kind, params, grads, state=(), *, double lr, step, momentum=0.0,
+                     beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, ema=None,
+                     double ema_decay=0.0, n_threads=None):
+    """One update of optimizer `kind` (mnistc.h's formulas, torch.optim's) of the 1-D
+    float32 array params, in place, from grads (same shape), with the state arrays
+    OPTIMIZER_STATE[kind] (each params' shape, updated in place). step >= 1 is this
+    update's number (Adam's t; the momentum buffer starts as the gradient at step 1).
+    The hyperparameters default to torch's. With ema, also ema = lerp(ema, params,
+    1 - ema_decay) in the same pass. No two arrays may overlap."""
+    cdef mnc_optimizer opt = _optimizer(kind, momentum, beta1, beta2, eps, weight_decay)
+    _check_lr(lr)
+    cdef int64_t t = _step(step, 1)
+    cdef cnp.ndarray pv = _array("params", params, F32, 1), gv = _array("grads", grads, F32, 1)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(pv, 0)
+    if not cnp.PyArray_ISWRITEABLE(pv):
+        raise ValueError("params must be writeable")
+    if cnp.PyArray_DIM(gv, 0) != n:
+        raise ValueError(f"grads must have shape ({n},), got {grads.shape}")
+    cdef byte_range ranges[MAX_UPDATE_ARRAYS]
+    cdef float *sp[2]
+    ranges[0], ranges[1] = _bytes_of(pv), _bytes_of(gv)
+    cdef int count = 2 + _state_arrays(kind, state, n, sp, ranges + 2)
+    cdef float *pe = NULL
+    if ema is not None:
+        _in_range("ema_decay", ema_decay, 0.0, 1.0, False, False)
+        ev = _output("ema", ema, n)
+        pe = _f32(ev)
+        ranges[count] = _bytes_of(ev)
+        count += 1
+    _check_disjoint(ranges, count, _UPDATE_LABELS[kind])
+    cdef int nt = _threads(n_threads)
+    cdef float *pp = _f32(pv)
+    cdef const float *pg = _f32(gv)
+    with nogil:
+        mnc_optimizer_update_f32(&opt, pp, sp[0], sp[1], pe, pg, n, lr, t, ema_decay, nt)
+
+
+# ----------------------------------------------------------------------------------
 # The MLP driver: one C call per training step or evaluation pass.
 
 cdef class MLPKernel:
@@ -421,10 +645,16 @@ cdef class MLPKernel:
 
     weights[l] is [sizes[l], sizes[l+1]] and biases[l] is [sizes[l+1]], float32,
     C-contiguous; they are updated in place by train_step. The arrays are kept alive
-    by this object; the scratch buffers are allocated once, here.
+    by this object; the scratch buffers are allocated once, here. It trains by plain
+    SGD (fused into the backward pass) until set_optimizer says otherwise.
     """
     cdef mnc_mlp net
     cdef mnc_mlp_buffers buf
+    cdef mnc_mlp_optimizer opt
+    cdef bint stores_gradients
+    cdef int64_t _optimizer_step
+    cdef readonly str optimizer
+    cdef tuple _optimizer_arrays  # (block, gradient block, state arrays...), kept alive
     cdef int64_t *sizes
     cdef float **wptr
     cdef float **bptr
@@ -495,6 +725,78 @@ cdef class MLPKernel:
         self.buf.row_loss = _f32(row_loss)
         self.buf.activations = self.aptr
         self.buf.grads = self.gptr
+        self.optimizer = "sgd"
+        self.stores_gradients = False
+        self._optimizer_step = 0
+        self._optimizer_arrays = ()
+
+    def set_optimizer(self, kind, block, state=(), **hyperparameters):
+        """Train with optimizer `kind` from now on (optimizer_update's formulas and
+        hyperparameters), with the optimizer step count reset to 0. block is the 1-D
+        float32 array that the weights and biases are views of, tiling it exactly; state
+        holds the arrays OPTIMIZER_STATE[kind], each block's shape (kept alive here and
+        updated in place). Plain sgd without weight decay is the fused step; every other
+        optimizer stores the step's gradients in a block of block's layout (allocated
+        here, see parameter_gradients) and updates the whole block in one pass."""
+        cdef mnc_optimizer settings = _optimizer_from(kind, hyperparameters)
+        cdef cnp.ndarray bv = _array("block", block, F32, 1)
+        if not cnp.PyArray_ISWRITEABLE(bv):
+            raise ValueError("block must be writeable")
+        cdef Py_ssize_t n = cnp.PyArray_DIM(bv, 0)
+        self._check_tiling(bv)
+        cdef float *sp[2]
+        cdef byte_range ranges[3]
+        ranges[0] = _bytes_of(bv)
+        cdef int count = 1 + _state_arrays(kind, state, n, sp, ranges + 1)
+        _check_disjoint(ranges, count, ("block",) + _STATE_LABELS[kind])
+        fused = kind == "sgd" and settings.weight_decay == 0.0
+        grads = None if fused else np.zeros(n, np.float32)
+        self.opt.settings = settings
+        self.opt.n = n
+        self.opt.params = _f32(bv)
+        self.opt.grads = NULL if fused else _f32(grads)
+        self.opt.state0, self.opt.state1 = sp[0], sp[1]
+        self._optimizer_arrays = (bv, grads) + tuple(state)
+        self.stores_gradients = not fused
+        self.optimizer = kind
+        self._optimizer_step = 0
+
+    cdef _check_tiling(self, cnp.ndarray block):
+        """ValueError unless the weights and biases are views into block that cover it
+        exactly once (the gradient block mirrors this layout)."""
+        cdef char *start = cnp.PyArray_BYTES(block)
+        cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(block), offset, end = 0
+        pieces = []
+        for l, (w, b) in enumerate(zip(self._keep[0], self._keep[1])):
+            for name, arr in ((f"weights[{l}]", w), (f"biases[{l}]", b)):
+                offset = cnp.PyArray_BYTES(<cnp.ndarray>arr) - start
+                if offset < 0 or offset + cnp.PyArray_NBYTES(<cnp.ndarray>arr) > nbytes:
+                    raise ValueError(f"{name} is not a view into block")
+                pieces.append((offset, cnp.PyArray_NBYTES(<cnp.ndarray>arr), name))
+        for offset, size, name in sorted(pieces):
+            if offset != end:
+                raise ValueError(f"the weights and biases must tile block: {name} starts at "
+                                 f"byte {offset}, the previous one ends at byte {end}")
+            end = offset + size
+        if end != nbytes:
+            raise ValueError(f"the weights and biases must tile block: they end at byte "
+                             f"{end} of {nbytes}")
+
+    @property
+    def optimizer_step(self):
+        """The number of optimizer updates so far: the next train_step is update
+        optimizer_step + 1 (Adam's t). Settable, to resume from a checkpoint."""
+        return self._optimizer_step
+
+    @optimizer_step.setter
+    def optimizer_step(self, value):
+        self._optimizer_step = _step(value, 0)
+
+    @property
+    def parameter_gradients(self):
+        """The block of the last train_step's gradients (block's layout), or None while
+        the step is plain fused SGD (which stores none)."""
+        return self._optimizer_arrays[1] if self._optimizer_arrays else None
 
     def __dealloc__(self):
         free(self.sizes); free(self.wptr); free(self.bptr); free(self.aptr); free(self.gptr)
@@ -509,10 +811,12 @@ cdef class MLPKernel:
         """dLoss/dZ of each layer from the last train_step."""
         return tuple(self._keep[6])
 
-    def train_step(self, images, labels, idx, float lr, float scale=1.0 / 255.0,
+    def train_step(self, images, labels, idx, double lr, float scale=1.0 / 255.0,
                    n_threads=None):
-        """One SGD step on rows idx of (images, labels); returns the batch's mean loss
-        before the update."""
+        """One training step at learning rate lr on rows idx of (images, labels), with the
+        optimizer set_optimizer chose (plain SGD by default); returns the batch's mean
+        loss before the update."""
+        _check_lr(lr)
         _check_dataset(images, labels)
         cdef cnp.ndarray im = <cnp.ndarray>images, lab = <cnp.ndarray>labels
         cdef Py_ssize_t d = cnp.PyArray_DIM(im, 1)
@@ -528,13 +832,16 @@ cdef class MLPKernel:
         cdef double loss = 0.0
         cdef int status
         cdef int nt = _threads(n_threads)
+        cdef const mnc_mlp_optimizer *opt = &self.opt if self.stores_gradients else NULL
+        cdef int64_t step = self._optimizer_step + 1
         with nogil:
             status = mnc_mlp_train_step(&self.net, &self.buf, pim, plab, pidx, m, d, scale,
-                                        lr, &loss, nt)
+                                        opt, lr, step, &loss, nt)
         if status != 0:
             row = idx[-1 - status]
             raise ValueError(f"labels[{row}] = {labels[row]} is outside "
                              f"[0, {self.n_classes})")
+        self._optimizer_step = step
         return loss
 
     def evaluate(self, images, labels=None, Py_ssize_t k=1, logits=None,

@@ -3,8 +3,9 @@
 What the tutorial split into `inference`, `loss`, `training` and `evaluation` is here a
 class whose parameters live in ONE float32 block with named views (`hidden1/weights`,
 `hidden1/biases`, ..., `softmax_linear/biases`), so a checkpoint, the C driver and the
-SGD update all see the same memory. The arithmetic is in C (mnistc._kernels); this
-module owns shapes, names, initialisation and state. It does not read files.
+optimizer's update all see the same memory; the optimizer's state (mnistc.optim) is
+blocks of the same size. The arithmetic is in C (mnistc._kernels); this module owns
+shapes, names, initialisation and state. It does not read files.
 """
 import math
 import os
@@ -12,6 +13,7 @@ import os
 import numpy as np
 
 from . import _kernels
+from .optim import Optimizer
 
 PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
 
@@ -50,16 +52,21 @@ def truncated_normal(rng, shape, stddev):
 
 
 class MLP:
-    """784-hidden...-10 ReLU network trained by plain SGD on C kernels.
+    """784-hidden...-10 ReLU network trained on C kernels.
 
     hidden: widths of the hidden layers, e.g. (128, 32) as in the tutorial.
     batch_size: the largest batch train_step and the evaluation passes use; the C
     scratch buffers are allocated for it once, here.
     input_size, num_classes: the data set's pixels per image and classes (784, 10).
+    optimizer: a mnistc.optim.Optimizer; None is plain SGD (the tutorial's).
     """
 
-    def __init__(self, hidden, batch_size, *, input_size, num_classes):
+    def __init__(self, hidden, batch_size, *, input_size, num_classes, optimizer=None):
         check_isa_env()
+        optimizer = Optimizer() if optimizer is None else optimizer
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a mnistc.optim.Optimizer or None, "
+                            f"not {type(optimizer).__name__}")
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden layer widths must be >= 1, got {hidden}")
@@ -80,10 +87,21 @@ class MLP:
         self._kernel = _kernels.MLPKernel(
             [self.params[f"{n}/weights"] for n in self.names],
             [self.params[f"{n}/biases"] for n in self.names], self.batch_size)
+        self._optimizer = optimizer
+        self._optimizer_state = {f"optimizer/{name}": np.zeros_like(self._block)
+                                 for name in optimizer.state_names}
+        self._kernel.set_optimizer(optimizer.name, self._block,
+                                   tuple(self._optimizer_state.values()),
+                                   **optimizer.hyperparameters)
 
     @property
     def hidden(self):
         return self.sizes[1:-1]
+
+    @property
+    def optimizer(self):
+        """The mnistc.optim.Optimizer this model trains with (fixed at construction)."""
+        return self._optimizer
 
     def initialize(self, rng):
         """The tutorial's init: truncated normal weights with stddev 1/sqrt(fan_in), zero
@@ -93,12 +111,16 @@ class MLP:
             w[...] = truncated_normal(rng, w.shape, 1.0 / math.sqrt(fan_in))
             self.params[f"{name}/biases"][...] = 0.0
         self.global_step = 0
+        for value in self._optimizer_state.values():
+            value[...] = 0.0
+        self._kernel.optimizer_step = 0
 
     # -- the tutorial's ops -------------------------------------------------------
 
     def train_step(self, images, labels, idx, learning_rate, n_threads=None):
-        """One SGD step on rows idx (int32) of a uint8 data set; returns the batch's
-        mean cross-entropy before the update and advances global_step."""
+        """One step of the model's optimizer at this learning rate on rows idx (int32)
+        of a uint8 data set; returns the batch's mean cross-entropy before the update
+        and advances global_step (and the optimizer's step count)."""
         loss = self._kernel.train_step(images, labels, idx, learning_rate, PIXEL_SCALE,
                                        n_threads)
         self.global_step += 1
@@ -132,12 +154,6 @@ class MLP:
         """Copies of the named parameters."""
         return {name: value.copy() for name, value in self.params.items()}
 
-    def optimizer_state(self):  # INTERIM: plain SGD has no state
-        return {}, 0
-
-    def load_optimizer_state(self, tensors, step):  # INTERIM: plain SGD has no state
-        pass
-
     def load_state_dict(self, tensors):
         """Copy named parameters in; every name must be present with its exact shape
         and dtype float32 (ValueError naming the first mismatch otherwise)."""
@@ -152,3 +168,36 @@ class MLP:
                 raise ValueError(f"parameter {name!r} has dtype {value.dtype}, not float32")
         for name in self.shapes:
             self.params[name][...] = tensors[name]
+
+    def optimizer_state(self):
+        """(tensors, step): copies of the optimizer's state blocks, named
+        "optimizer/<name>" for each of optimizer.state_names (float32, [n_params], the
+        parameter block's layout; none for plain SGD), and the number of optimizer
+        updates taken (Adam's t)."""
+        tensors = {name: value.copy() for name, value in self._optimizer_state.items()}
+        return tensors, self._kernel.optimizer_step
+
+    def load_optimizer_state(self, tensors, step):
+        """Copy an optimizer_state() back in. Every state block this optimizer needs must
+        be present with shape [n_params] and dtype float32, and no other "optimizer/"
+        name (other names, such as the parameters', are ignored); step is an int >= 0.
+        ValueError (TypeError for a step that is not an int) naming the first mismatch,
+        and then nothing changes."""
+        for name in self._optimizer_state:
+            if name not in tensors:
+                raise ValueError(f"missing optimizer state {name!r} "
+                                 f"(the model's optimizer is {self.optimizer.name})")
+            value = tensors[name]
+            if value.shape != self._block.shape:
+                raise ValueError(f"optimizer state {name!r} has shape {value.shape}, "
+                                 f"the model needs {self._block.shape}")
+            if value.dtype != np.float32:
+                raise ValueError(f"optimizer state {name!r} has dtype {value.dtype}, "
+                                 f"not float32")
+        for name in tensors:
+            if name.startswith("optimizer/") and name not in self._optimizer_state:
+                raise ValueError(f"unexpected optimizer state {name!r} "
+                                 f"(the model's optimizer is {self.optimizer.name})")
+        self._kernel.optimizer_step = step  # checked there: TypeError, ValueError
+        for name, value in self._optimizer_state.items():
+            value[...] = tensors[name]

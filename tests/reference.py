@@ -100,7 +100,7 @@ def mlp_loss(params, x, labels):
 
 # ----------------------------------------------------------------------------------
 # Added for test_nn_kernels.py and test_mlp_kernel.py: the nn-kernel tolerances and a
-# float64 backprop / SGD trainer.
+# float64 backprop / trainer (its optimizers below).
 
 def colsum_tolerance(x, out=None, alpha=1.0, beta=0.0):
     """Bound on |out_new - (beta out + alpha sum_i x[i, j])| for a float32 column sum run
@@ -170,18 +170,33 @@ def mlp_gradients(params, x, labels):
     return loss, grads
 
 
-def sgd_train(params, images, labels, batches, lr, scale=1.0 / 255.0):
-    """Plain SGD in float64 from params (copied), one step per index array in `batches`;
-    the inputs are scaled in float32 as mnistc does (images.astype(float32) * scale).
-    Returns (params, losses) where losses[t] is step t's mean loss before its update."""
+def train(params, images, labels, batches, lr, kind="sgd", scale=1.0 / 255.0,
+          **hyperparameters):
+    """float64 training from params (copied) by optimizer `kind` (optimizer_update below:
+    mnistc.h's formulas with their float32-rounded scalars, the arithmetic in float64),
+    one step per index array in `batches`; the inputs are scaled in float32 as mnistc does
+    (images.astype(float32) * scale). Returns (params, losses) where losses[t] is step t's
+    mean loss before its update."""
     params = [(np.array(w, np.float64), np.array(b, np.float64)) for w, b in params]
+    arrays = [a for pair in params for a in pair]
+    block = np.concatenate([a.ravel() for a in arrays])
+    offsets = np.cumsum([0] + [a.size for a in arrays])
+
+    def layers(flat):
+        pieces = [flat[o:e].reshape(a.shape) for o, e, a in zip(offsets, offsets[1:], arrays)]
+        return list(zip(pieces[0::2], pieces[1::2]))
+
+    state = tuple(np.zeros_like(block) for _ in range(OPTIMIZER_STATE_COUNT[kind]))
     losses = []
-    for idx in batches:
+    for t, idx in enumerate(batches, start=1):
         x = images[idx].astype(np.float32) * np.float32(scale)
-        loss, grads = mlp_gradients(params, x, labels[idx])
+        loss, grads = mlp_gradients(layers(block), x, labels[idx])
         losses.append(loss)
-        params = [(w - lr * dw, b - lr * db) for (w, b), (dw, db) in zip(params, grads)]
-    return params, np.array(losses)
+        g = np.concatenate([a.ravel() for pair in grads for a in pair])
+        scalars = {k: np.float64(v) if isinstance(v, np.floating) else v
+                   for k, v in optimizer_scalars(kind, lr, t, **hyperparameters).items()}
+        block, state = optimizer_update(kind, block, g, state, scalars)
+    return layers(block), np.array(losses)
 
 
 def mlp_forward_tolerance(params, x, probabilistic=False):
@@ -207,3 +222,153 @@ def mlp_forward_tolerance(params, x, probabilistic=False):
         if i + 1 < len(params):
             h = np.maximum(h, 0.0)
     return err
+
+
+# ----------------------------------------------------------------------------------
+# Added for test_optim.py: the optimizers' update (mnistc.h's formulas, torch.optim's),
+# written once over the number type. With float32 arrays it is an exact emulation of the
+# contract (NumPy rounds each float32 operation correctly, with no FMA); with float64
+# arrays, the float64 reference; with Bounded values, that reference plus a bound on the
+# float32 computation's error.
+
+OPTIMIZER_STATE_COUNT = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}
+
+
+def optimizer_scalars(kind, lr, step, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8,
+                      weight_decay=0.0):
+    """The scalars of update number `step`, as mnistc.h defines them: computed in double
+    from the Python floats, then rounded to float32 once (torch's scalar handling)."""
+    f = np.float32
+    s = {"l2": weight_decay != 0 and kind != "adamw", "first": step == 1, "lr": f(lr),
+         "weight_decay": f(weight_decay), "momentum": f(momentum)}
+    if kind in ("adam", "adamw"):
+        w1 = f(1.0 - beta1)
+        s.update(w1=w1, w1_rest=f(1) - w1, beta2=f(beta2), c2=f(1.0 - beta2),
+                 step_size=f(lr / (1.0 - beta1 ** float(step))),
+                 bc2_sqrt=f((1.0 - beta2 ** float(step)) ** 0.5), eps=f(eps),
+                 decay=f(1.0 - lr * weight_decay) if kind == "adamw" else f(1))
+    return s
+
+
+def lerp(a, b, w, rest):
+    """torch's lerp(a, b, w): a + w (b - a) when |w| < 0.5, else b - (1 - w) (b - a);
+    rest = 1 - w, as the caller computed it."""
+    if isinstance(a, Bounded) or isinstance(b, Bounded):
+        return Bounded.of(a).lerp(b, w, rest)
+    t = b - a
+    return a + w * t if abs(float(w)) < 0.5 else b - rest * t
+
+
+def optimizer_update(kind, p, g, state, scalars, sqrt=np.sqrt):
+    """(p, state) after one update by mnistc.h's formulas; `state` as the C kernel's
+    (momentum: (b,), adam/adamw: (m, v)). The scalars (optimizer_scalars) should be of
+    the arrays' number type; sqrt is the type's square root."""
+    s = scalars
+    if kind in ("adam", "adamw"):
+        m, v = state
+        p = p * s["decay"]
+        if s["l2"]:
+            g = g + s["weight_decay"] * p
+        m = lerp(m, g, s["w1"], s["w1_rest"])
+        v = s["beta2"] * v + (s["c2"] * g) * g
+        p = p - (s["step_size"] * m) / (sqrt(v) / s["bc2_sqrt"] + s["eps"])
+        return p, (m, v)
+    if s["l2"]:
+        g = g + s["weight_decay"] * p
+    if kind == "sgd":
+        return p - s["lr"] * g, ()
+    (b,) = state
+    b = g if s["first"] else s["momentum"] * b + g
+    return p - s["lr"] * (g + s["momentum"] * b if kind == "nesterov" else b), (b,)
+
+
+def ema_update(e, p, decay):
+    """torch.optim.swa_utils' EMA step, e = lerp(e, p, 1 - decay) (scalars in float32)."""
+    w = np.float32(1.0 - decay)
+    return lerp(e, p, w, np.float32(1) - w)
+
+
+U32 = EPS32 / 2  # the unit roundoff of float32
+TINY32 = float(np.finfo(np.float32).smallest_subnormal)
+
+
+class Bounded:
+    """A float64 array `value` and a bound `err` on how far a float32 computation of the
+    same expression, each operation rounded to nearest, can be from it: each operation
+    propagates its operands' errors exactly (no first-order truncation) and adds its own
+    rounding, u (|result| + err) plus a subnormal ulp for underflow. Constants and the
+    inputs are exact (the kernel gets the same float32 values)."""
+
+    __array_ufunc__ = None  # NumPy scalars defer to the reflected operators below
+
+    def __init__(self, value, err=None):
+        self.value = np.asarray(value, np.float64)
+        self.err = np.zeros_like(self.value) if err is None else err
+
+    @staticmethod
+    def of(x):
+        return x if isinstance(x, Bounded) else Bounded(np.float64(x))
+
+    @staticmethod
+    def rounded(value, err):
+        return Bounded(value, err + U32 * (np.abs(value) + err) + TINY32)
+
+    def __add__(self, other):
+        other = Bounded.of(other)
+        return Bounded.rounded(self.value + other.value, self.err + other.err)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        other = Bounded.of(other)
+        return Bounded.rounded(self.value - other.value, self.err + other.err)
+
+    def __rsub__(self, other):
+        return Bounded.of(other) - self
+
+    def __mul__(self, other):
+        other = Bounded.of(other)
+        a, b = self.value, other.value
+        err = np.abs(a) * other.err + np.abs(b) * self.err + self.err * other.err
+        return Bounded.rounded(a * b, err)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        other = Bounded.of(other)
+        a, b = self.value, other.value
+        room = np.abs(b) - other.err
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.where(room > 0, (self.err + np.abs(a / b) * other.err) / room, np.inf)
+        return Bounded.rounded(a / b, err)
+
+    def lerp(self, other, w, rest):
+        """lerp(self, other, w) as lerp() computes it. Its operands' errors are carried by
+        the exact partial derivatives, (1 - w) and w: through the three operations one
+        at a time, self's error would count 1 + w times and grow geometrically over a
+        moving average's steps."""
+        other = Bounded.of(other)
+        a, b, w, rest = self.value, other.value, float(w), float(rest)
+        small = abs(w) < 0.5
+        t = b - a
+        t_err = U32 * (np.abs(t) + self.err + other.err) + TINY32  # the rounding of b - a
+        k = w if small else rest  # the result is (1 - k) a + k b, or k a + (1 - k) b
+        if small:
+            err = abs(1.0 - k) * self.err + abs(k) * other.err
+        else:
+            err = abs(k) * self.err + abs(1.0 - k) * other.err
+        prod = k * t
+        err = err + abs(k) * t_err
+        err = err + U32 * (np.abs(prod) + err) + TINY32  # the rounding of the product
+        return Bounded.rounded(a + prod if small else b - prod, err)
+
+    def sqrt(self):
+        a, e = self.value, self.err
+        root = np.sqrt(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err = np.where(e > 0, e / (root + np.sqrt(np.maximum(a - e, 0.0))), 0.0)
+        return Bounded.rounded(root, np.minimum(err, np.sqrt(e)))
+
+
+def bounded_sqrt(x):
+    return x.sqrt()

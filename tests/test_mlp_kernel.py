@@ -8,9 +8,10 @@ import functools
 import numpy as np
 import pytest
 
+from mnistc import _kernels as K
+
 import reference as ref
 from conftest import supported_isas
-from mnistc import _kernels as K
 
 EPS32 = ref.EPS32
 F32 = np.float32
@@ -57,28 +58,68 @@ def max_rel_diff(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+# The optimizers the training tests run: name -> (kind, hyperparameters, learning rate).
+# "sgd" is the default fused step; the others store their gradients and then update.
+OPTIMIZERS = {
+    "sgd": ("sgd", {}, 0.1),
+    "sgd-wd": ("sgd", {"weight_decay": 1e-3}, 0.1),
+    "momentum": ("momentum", {"momentum": 0.9}, 0.01),
+    "nesterov-wd": ("nesterov", {"momentum": 0.9, "weight_decay": 1e-4}, 0.01),
+    "adam": ("adam", {}, 1e-4),
+    "adamw": ("adamw", {"weight_decay": 0.01}, 1e-4),
+}
+
+
+def blocked(weights, biases):
+    """(block, weights, biases): copies of the parameters as views of one float32 block in
+    the model's layout (W0, b0, W1, b1, ...)."""
+    arrays = [a for pair in zip(weights, biases) for a in pair]
+    block = np.concatenate([a.ravel() for a in arrays]).astype(F32)
+    views, offset = [], 0
+    for a in arrays:
+        views.append(block[offset:offset + a.size].reshape(a.shape))
+        offset += a.size
+    return block, views[0::2], views[1::2]
+
+
+def kernel_with(weights, biases, batch, optimizer):
+    """(net, block, weights, biases, state): an MLPKernel over a block holding copies of
+    the parameters, trained by OPTIMIZERS[optimizer] from zero state."""
+    kind, hyper, _ = OPTIMIZERS[optimizer]
+    block, w, b = blocked(weights, biases)
+    net = K.MLPKernel(w, b, batch)
+    state = tuple(np.zeros_like(block) for _ in K.OPTIMIZER_STATE[kind])
+    if optimizer != "sgd":
+        net.set_optimizer(kind, block, state, **hyper)
+    return net, block, w, b, state
+
+
 @functools.lru_cache(maxsize=None)
-def train_c(sizes, batch, steps, isa, n_threads, lr=0.1, seed=0):
-    """(weights, biases, losses) after `steps` C SGD steps; cached, treat as read-only."""
+def train_c(sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd"):
+    """(weights, biases, losses, state) after `steps` C training steps with
+    OPTIMIZERS[optimizer] (lr None: its rate); cached, treat as read-only."""
     images, labels = dataset(2000, sizes[0], seed, sizes[-1])
-    weights, biases = init_params(sizes, seed)
+    lr = OPTIMIZERS[optimizer][2] if lr is None else lr
     previous = K.isa_active()
     K.set_isa(isa)
     try:
-        net = K.MLPKernel(weights, biases, batch)
+        net, _, weights, biases, state = kernel_with(*init_params(sizes, seed), batch,
+                                                     optimizer)
         losses = [net.train_step(images, labels, idx, lr, n_threads=n_threads)
                   for idx in index_batches(2000, batch, steps, seed)]
     finally:
         K.set_isa(previous)
-    return tuple(weights), tuple(biases), np.array(losses)
+    return tuple(weights), tuple(biases), np.array(losses), state
 
 
 def assert_same_training(a, b, what):
-    (wa, ba, la), (wb, bb, lb) = a, b
+    (wa, ba, la, sa), (wb, bb, lb, sb) = a, b
     assert la.tobytes() == lb.tobytes(), f"{what}: losses differ"
     for i, (x, y) in enumerate(zip(wa + ba, wb + bb)):
         assert x.tobytes() == y.tobytes(), \
             f"{what}: parameter {i} differs, max rel {max_rel_diff(x, y):.3g}"
+    for i, (x, y) in enumerate(zip(sa, sb)):
+        assert x.tobytes() == y.tobytes(), f"{what}: optimizer state {i} differs"
 
 
 # ------------------------------------------------------------------ gradient check
@@ -206,31 +247,44 @@ def test_train_step_scratch_is_consistent(tiny_problem):
 
 # --------------------------------------------------- a float64 reference trainer
 
-REF_SIZES, REF_BATCH, REF_STEPS, REF_LR = (784, 32, 16, 10), 50, 20, 0.1
+REF_SIZES, REF_BATCH, REF_STEPS = (784, 32, 16, 10), 50, 100
 
 
-@pytest.fixture(scope="module")
-def reference_run():
+@functools.lru_cache(maxsize=None)
+def reference_run(optimizer):
+    """(initial weights, biases, float64 trainer's params and losses, its loss over all
+    the rows it trained on, before and after)."""
+    kind, hyper, lr = OPTIMIZERS[optimizer]
     images, labels = dataset(2000, REF_SIZES[0], 0, REF_SIZES[-1])
     weights, biases = init_params(REF_SIZES, 0)
     batches = index_batches(2000, REF_BATCH, REF_STEPS, 0)
-    params, losses = ref.sgd_train(list(zip(weights, biases)), images, labels, batches,
-                                   REF_LR)
-    return weights, biases, params, losses
+    params, losses = ref.train(list(zip(weights, biases)), images, labels, batches, lr,
+                               kind, **hyper)
+    seen = np.concatenate(batches)
+    x = as_float_input(images[seen])
+    learned = [ref.mlp_loss(p, x, labels[seen]) for p in (list(zip(weights, biases)), params)]
+    return weights, biases, params, losses, learned
 
 
-def test_matches_float64_reference_trainer(isa, reference_run):
-    """20 SGD steps (lr 0.1, batch 50) of 784-32-16-10 on random uint8 data: the C
-    trainer's parameters stay within 1e-4 of the float64 trainer's, relative to each
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_matches_float64_reference_trainer(isa, optimizer):
+    """100 steps (batch 50) of 784-32-16-10 on random uint8 data with each optimizer: the
+    C trainer's parameters stay within 1e-4 of the float64 trainer's, relative to each
     array's largest entry, and each step's loss within 1e-5 relative. float32 rounding
     (forward/backward sums of up to 784 terms, ~1e-6 relative each) accumulates over
-    the steps; we observe <= 4e-7 (parameters) and 2e-8 (losses) on every target, so
-    1e-4 is generous yet still catches any wrong term (a missing 1/m, a transposed
-    gradient or a stale weight moves parameters by ~1e-2 relative)."""
-    w0, b0, want, want_losses = reference_run
-    weights, biases, losses = train_c(REF_SIZES, REF_BATCH, REF_STEPS, isa, 2, REF_LR)
+    the steps; we observe <= 9e-7 (parameters) and 3e-8 (losses) for SGD and <= 5e-6
+    and 6e-8 for the others, so 1e-4 is generous yet still catches any wrong term (a
+    missing 1/m, a transposed gradient or a stale weight moves parameters by ~1e-2
+    relative; Adam moves each weight by ~lr = 1e-4, 1.4e-3 of the largest, per step
+    whatever its gradient's size, so a wrong moment or bias correction shows at once).
+    Larger rates make the runs part: nesterov at lr 0.05 (effectively 0.5) brings a
+    pre-activation to 7e-8 at step 16, where the two runs' ReLUs disagree, and 37 units
+    disagree by step 20. That is chaos, not rounding, so the rates stay low."""
+    w0, b0, want, want_losses, learned = reference_run(optimizer)
+    weights, biases, losses, _ = train_c(REF_SIZES, REF_BATCH, REF_STEPS, isa, 2,
+                                         optimizer=optimizer)
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5, atol=0)
-    assert losses[-1] < losses[0]  # it does learn the (random) labels a little
+    assert learned[1] < learned[0] - 0.03  # it does learn the (random) labels it saw
     for l, (w, b) in enumerate(want):
         for which, (got, expect, start) in enumerate([(weights[l], w, w0[l]),
                                                       (biases[l], b, b0[l])]):
@@ -246,21 +300,25 @@ NARROW = ((784, 128, 32, 10), 100, 20)   # Mechanics 101's net and batch
 WIDE = ((784, 512, 256, 10), 256, 5)     # threaded GEMMs; 5 steps keep it quick
 
 
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
-def test_training_bit_identical_across_threads(isa, n_threads, config):
+def test_training_bit_identical_across_threads(isa, n_threads, config, optimizer):
     sizes, batch, steps = config
-    assert_same_training(train_c(sizes, batch, steps, isa, n_threads),
-                         train_c(sizes, batch, steps, isa, 1),
-                         f"{isa} at {n_threads} threads vs 1")
+    assert_same_training(train_c(sizes, batch, steps, isa, n_threads, optimizer=optimizer),
+                         train_c(sizes, batch, steps, isa, 1, optimizer=optimizer),
+                         f"{optimizer} on {isa} at {n_threads} threads vs 1")
 
 
 @pytest.mark.skipif("avx512" not in supported_isas(), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
-def test_avx2_and_avx512_train_identically(config):
-    """The GEMM contract promises the same FMA sequence on both targets."""
+def test_avx2_and_avx512_train_identically(config, optimizer):
+    """The GEMM contract promises the same FMA sequence on both targets, and the
+    optimizers' update is the same bits on every target."""
     sizes, batch, steps = config
-    assert_same_training(train_c(sizes, batch, steps, "avx2", 2),
-                         train_c(sizes, batch, steps, "avx512", 2), "avx2 vs avx512")
+    assert_same_training(train_c(sizes, batch, steps, "avx2", 2, optimizer=optimizer),
+                         train_c(sizes, batch, steps, "avx512", 2, optimizer=optimizer),
+                         f"{optimizer}: avx2 vs avx512")
 
 
 @pytest.mark.skipif(len(supported_isas()) < 2, reason="only the generic target here")
@@ -272,8 +330,8 @@ def test_generic_vs_fma_training():
     A real discrepancy (a wrong or missing term) would be orders of magnitude larger."""
     best = supported_isas()[-1]
     sizes, batch, steps = NARROW[0], NARROW[1], 100
-    wg, bg, lg = train_c(sizes, batch, steps, "generic", 2, 0.01)
-    wf, bf, lf = train_c(sizes, batch, steps, best, 2, 0.01)
+    wg, bg, lg, _ = train_c(sizes, batch, steps, "generic", 2, 0.01)
+    wf, bf, lf, _ = train_c(sizes, batch, steps, best, 2, 0.01)
     diffs = [max_rel_diff(a, b) for a, b in zip(wg + bg, wf + bf)]
     loss_diff = float(np.abs(lg - lf).max() / np.abs(lf).max())
     print(f"\ngeneric vs {best} after {steps} steps: max rel param diff per array "
@@ -487,3 +545,143 @@ def test_mlpkernel_readonly_parameters_named():
     w[1].flags.writeable = False
     with pytest.raises(ValueError, match=r"weights\[1\]"):
         K.MLPKernel(w, b, 4)
+
+
+# ----------------------------------------------------- optimizers in the training step
+
+
+def single_kernel_step(block, weights, biases, state, images, labels, idx, t, optimizer):
+    """One training step from the single kernels: the gradients of every layer into a
+    block of block's layout (GEMM with beta 0, colsum), then optimizer_update on the
+    whole block. Returns the gradient block."""
+    kind, hyper, lr = OPTIMIZERS[optimizer]
+    x, y = K.gather_scale(images, labels, idx)
+    h = [x]
+    for layer, (w, b) in enumerate(zip(weights, biases)):
+        h.append(K.sgemm(h[-1], w, bias=b, relu=layer + 1 < len(weights)))
+    m = len(idx)
+    _, _, dz = K.softmax_xent(h[-1], y, grad_scale=F32(1) / F32(m))
+    grads = []
+    for layer in range(len(weights) - 1, -1, -1):
+        grads = [K.sgemm(h[layer], dz, trans_a=True), K.colsum_axpy(dz)] + grads
+        if layer > 0:
+            dz = K.sgemm(dz, weights[layer], trans_b=True, relu_mask=h[layer])
+    flat = np.concatenate([g.ravel() for g in grads])
+    K.optimizer_update(kind, block, flat, state, lr=lr, step=t, **hyper)
+    return flat
+
+
+@pytest.mark.parametrize("optimizer", [o for o in OPTIMIZERS if o != "sgd"])
+def test_stored_gradient_step_is_the_single_kernels(isa, optimizer):
+    """The driver's stored-gradient step is, bit for bit, the gradients from the single
+    kernels at the parameters' offsets followed by one optimizer_update over the block,
+    step after step (the step count advancing): parameters, state and gradient block."""
+    sizes, batch = (30, 20, 12, 10), 16
+    images, labels = dataset(200, sizes[0], 5)
+    weights, biases = init_params(sizes, 5, bias_scale=0.1)
+    net, block, _, _, state = kernel_with(weights, biases, batch, optimizer)
+    twin_block, twin_w, twin_b = blocked(weights, biases)
+    twin_state = tuple(np.zeros_like(twin_block) for _ in state)
+    for t, idx in enumerate(index_batches(200, batch, 8, 5), start=1):
+        idx = idx[:batch - t % 3]  # partial batches too
+        net.train_step(images, labels, idx, OPTIMIZERS[optimizer][2])
+        grads = single_kernel_step(twin_block, twin_w, twin_b, twin_state, images, labels,
+                                   idx, t, optimizer)
+        assert net.optimizer_step == t
+        assert net.parameter_gradients.tobytes() == grads.tobytes(), f"gradients at step {t}"
+        assert block.tobytes() == twin_block.tobytes(), f"parameters at step {t}"
+        for a, c in zip(state, twin_state):
+            assert a.tobytes() == c.tobytes(), f"optimizer state at step {t}"
+
+
+def test_fused_sgd_path_is_unchanged_and_stores_nothing(small_net):
+    """Without set_optimizer, or with plain sgd set, the step is the fused SGD one (the
+    tutorial's bits): no gradient block, the same parameters either way."""
+    net, weights, biases, images, labels = small_net
+    assert net.optimizer == "sgd" and net.parameter_gradients is None
+    block, w, b = blocked(weights, biases)
+    twin = K.MLPKernel(w, b, 5)
+    twin.set_optimizer("sgd", block)
+    assert twin.parameter_gradients is None
+    for idx in index_batches(30, 5, 4, 1):
+        assert net.train_step(images, labels, idx, 0.1) == twin.train_step(images, labels,
+                                                                           idx, 0.1)
+    assert snapshot(weights, biases) == snapshot(w, b)
+    assert net.optimizer_step == twin.optimizer_step == 4
+
+
+def test_train_step_bad_label_leaves_optimizer_state():
+    weights, biases = init_params((20, 8, 10), 7, bias_scale=0.1)
+    images, labels = dataset(30, 20, 7)
+    net, block, _, _, state = kernel_with(weights, biases, 5, "adam")
+    net.train_step(images, labels, np.array([1, 2], np.int32), 1e-3)
+    before = [block.tobytes()] + [a.tobytes() for a in state]
+    labels = labels.copy()
+    labels[17] = 10
+    with pytest.raises(ValueError, match=r"labels\[17\] = 10 is outside"):
+        net.train_step(images, labels, np.array([3, 17], np.int32), 1e-3)
+    assert [block.tobytes()] + [a.tobytes() for a in state] == before
+    assert net.optimizer_step == 1
+
+
+def test_train_step_learning_rate_checked(small_net):
+    net, weights, biases, images, labels = small_net
+    before = snapshot(weights, biases)
+    for lr in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lr must be finite and >= 0"):
+            net.train_step(images, labels, np.array([1], np.int32), lr)
+    assert snapshot(weights, biases) == before and net.optimizer_step == 0
+
+
+def test_set_optimizer_errors():
+    weights, biases = init_params((6, 5, 3), 9)
+    block, w, b = blocked(weights, biases)
+    net = K.MLPKernel(w, b, 4)
+    n = block.size
+    state = (np.zeros(n, F32), np.zeros(n, F32))
+
+    def fails(error, match, *args, **kwargs):
+        with pytest.raises(error, match=match):
+            net.set_optimizer(*args, **kwargs)
+        assert net.optimizer == "sgd" and net.parameter_gradients is None
+
+    fails(ValueError, "unknown optimizer 'adagrad'", "adagrad", block)
+    fails(ValueError, r"beta1 must be in \[0, 1\)", "adam", block, state, beta1=1.0)
+    fails(TypeError, "unknown optimizer setting 'betas'; expected one of momentum, beta1",
+          "adam", block, state, betas=(0.9, 0.99))
+    fails(TypeError, "block must have dtype float32", "sgd", block.astype(np.float64))
+    fails(ValueError, "block must be 1-D", "sgd", block.reshape(1, -1))
+    fails(ValueError, r"weights\[0\] is not a view into block", "sgd", np.zeros(n, F32))
+    # Views of a block larger than the parameters, with a gap the gradients would not
+    # cover, or a spare float at the end.
+    bigger = np.zeros(n + 1, F32)
+    gap = K.MLPKernel([bigger[:30].reshape(6, 5), bigger[36:51].reshape(5, 3)],
+                      [bigger[30:35], bigger[51:54]], 4)
+    with pytest.raises(ValueError, match=r"must tile block: weights\[1\] starts at byte "
+                                         r"144, the previous one ends at byte 140"):
+        gap.set_optimizer("momentum", bigger, (np.zeros(n + 1, F32),))
+    spare = K.MLPKernel([bigger[:30].reshape(6, 5), bigger[35:50].reshape(5, 3)],
+                        [bigger[30:35], bigger[50:53]], 4)
+    with pytest.raises(ValueError, match=r"must tile block: they end at byte 212 of 216"):
+        spare.set_optimizer("sgd", bigger, weight_decay=0.1)
+    fails(ValueError, r"state must be a tuple of 2 arrays for adam", "adam", block,
+          state[:1])
+    fails(ValueError, r"state\[0\] \(momentum_buffer\) must have shape", "momentum", block,
+          (np.zeros(n - 1, F32),))
+    fails(ValueError, r"block and state\[0\] \(momentum_buffer\) overlap", "momentum",
+          block, (block,))
+    fails(ValueError, r"state\[0\] \(exp_avg\) and state\[1\] \(exp_avg_sq\) overlap",
+          "adamw", block, (state[0], state[0]))
+    frozen = block.copy()
+    frozen.flags.writeable = False
+    fails(ValueError, "block must be writeable", "sgd", frozen)
+    net.set_optimizer("adam", block, state, weight_decay=0.1)
+    assert net.optimizer == "adam" and net.parameter_gradients.shape == (n,)
+    net.optimizer_step = 41
+    assert net.optimizer_step == 41
+    with pytest.raises(ValueError, match=r"step must be in \[0, 2\*\*62\), got -1"):
+        net.optimizer_step = -1
+    with pytest.raises(TypeError, match="step must be an int, not str"):
+        net.optimizer_step = "3"
+    net.set_optimizer("sgd", block)  # back to the fused step, the count reset
+    assert net.parameter_gradients is None and net.optimizer_step == 0
