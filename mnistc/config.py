@@ -11,10 +11,10 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import datasets
+from .optim import NAMES as OPTIMIZERS
 from .schedules import KINDS as SCHEDULES
 from .schedules import Schedule
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SPLITS = ("train", "validation", "test")
 DEFAULT_MAX_STEPS = 2000
 DEFAULT_CHECKPOINT_EVERY = 1000
@@ -30,11 +30,12 @@ class TrainConfig:
     fake_data: bool = False
     validation_size: int = 5000
     optimizer: str = "sgd"
-    momentum: float = 0.9  # momentum, nesterov
-    weight_decay: float = 0.0  # sgd/momentum/nesterov/adam: L2; adamw: decoupled
-    beta1: float = 0.9  # adam, adamw
-    beta2: float = 0.999
-    eps: float = 1e-8
+    # The optimizer's hyperparameters; None takes mnistc.optim's default for it.
+    momentum: float = None  # momentum, nesterov (0.9)
+    weight_decay: float = None  # sgd/momentum/nesterov/adam: L2 (0); adamw: decoupled (0.01)
+    beta1: float = None  # adam, adamw (0.9)
+    beta2: float = None  # (0.999)
+    eps: float = None  # (1e-8)
     schedule: str = "constant"
     learning_rate: float = 0.01  # constant rate, or the peak/start of a schedule
     warmup_steps: int = 0
@@ -63,15 +64,20 @@ class TrainConfig:
     @classmethod
     def from_recipe(cls, recipe="tutorial", **options):
         """The recipe's settings with `options` (TrainConfig fields) on top. An explicit
-        max_steps drops the recipe's epochs and the other way round."""
+        max_steps drops the recipe's epochs (and their checkpoint period) and the other way
+        round; an explicit optimizer drops the recipe's optimizer hyperparameters."""
         from .recipes import get as get_recipe
 
         unknown = sorted(set(options) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"unknown training option {unknown[0]!r}")
         settings = dict(get_recipe(recipe))
+        if options.get("optimizer") is not None:  # another optimizer: the recipe's settings go
+            for name in ("momentum", "weight_decay", "beta1", "beta2", "eps"):
+                settings.pop(name, None)
         if options.get("max_steps") is not None:
             settings.pop("epochs", None)
+            settings.pop("checkpoint_every_epochs", None)
         if options.get("epochs") is not None:
             settings.pop("max_steps", None)
         settings.update(options)
@@ -108,14 +114,22 @@ class TrainConfig:
         return sorted(steps)
 
     def optimizer_settings(self):
-        """The optimizer's hyperparameters as mnistc.optim takes them (and a checkpoint
-        records them): only those the chosen optimizer uses."""
-        settings = {"name": self.optimizer, "weight_decay": self.weight_decay}
-        if self.optimizer in ("momentum", "nesterov"):
-            settings["momentum"] = self.momentum
-        if self.optimizer in ("adam", "adamw"):
-            settings.update(beta1=self.beta1, beta2=self.beta2, eps=self.eps)
-        return settings
+        """The optimizer's full settings as mnistc.optim.Optimizer.settings() gives them (and
+        a checkpoint records them): the chosen optimizer's hyperparameters, each given or
+        its default. ValueError naming the flag of a value it does not use or refuses."""
+        from .optim import HYPERPARAMETERS, Optimizer
+
+        given = {name: getattr(self, name) for name in ("momentum", "weight_decay", "beta1",
+                                                        "beta2", "eps")
+                 if getattr(self, name) is not None}
+        unused = sorted(set(given) - set(HYPERPARAMETERS.get(self.optimizer, given)))
+        if unused:
+            raise ValueError(f"--{unused[0].replace('_', '-')} does not apply to --optimizer "
+                             f"{self.optimizer}")
+        try:
+            return Optimizer(self.optimizer, **given).settings()
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"--optimizer {self.optimizer}: {error}") from None
 
     def schedule_for(self, total_steps):
         return Schedule(kind=self.schedule, learning_rate=self.learning_rate,
@@ -158,15 +172,6 @@ def validate(config):
          config.schedule),
         (_is_number(config.learning_rate) and config.learning_rate > 0, "--learning-rate",
          "must be a positive number", config.learning_rate),
-        (_is_number(config.momentum) and 0 <= config.momentum < 1, "--momentum",
-         "must be in [0, 1)", config.momentum),
-        (_is_number(config.weight_decay) and config.weight_decay >= 0, "--weight-decay",
-         "must be >= 0", config.weight_decay),
-        (_is_number(config.beta1) and 0 <= config.beta1 < 1, "--beta1", "must be in [0, 1)",
-         config.beta1),
-        (_is_number(config.beta2) and 0 <= config.beta2 < 1, "--beta2", "must be in [0, 1)",
-         config.beta2),
-        (_is_number(config.eps) and config.eps > 0, "--eps", "must be > 0", config.eps),
         (_is_int(config.warmup_steps) and config.warmup_steps >= 0, "--warmup-steps",
          "must be >= 0", config.warmup_steps),
         (_is_number(config.final_lr) and config.final_lr >= 0, "--final-lr", "must be >= 0",
@@ -195,6 +200,8 @@ def validate(config):
         raise ValueError("--checkpoint-every-epochs needs --epochs")
     if config.resume and config.overwrite:
         raise ValueError("--resume and --overwrite contradict each other")
+    if config.optimizer in OPTIMIZERS:
+        config.optimizer_settings()  # its hyperparameters, checked by mnistc.optim
     if config.isa is not None:
         from . import _kernels
 

@@ -23,6 +23,7 @@ from . import checkpoint, datasets
 from ._version import __version__
 from .errors import CheckpointError
 from .model import parameter_shapes
+from .optim import Optimizer
 from .schedules import Schedule
 
 METADATA_VERSION = 2
@@ -227,12 +228,6 @@ class _Reader:
         settings = dict(_V1_OPTIMIZER) if version == 1 else self.json("optimizer")
         if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
             self.fail('metadata "optimizer" must be a JSON object with a "name"')
-        try:
-            from .optim import Optimizer
-        except ImportError:  # the optimizers land separately; until then only plain SGD
-            if settings != _V1_OPTIMIZER:
-                self.fail(f"metadata names optimizer {settings['name'][:40]!r}, unknown here")
-            return settings
         try:
             return Optimizer.from_settings(settings).settings()
         except (ValueError, TypeError) as error:

@@ -36,16 +36,21 @@ def get(name):
         raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}") from None
 
 
-def describe(name, config, overridden=()):
-    """One line: what recipe `name` expanded to in `config`, and which settings the
-    caller's own flags changed."""
+def describe(name, config):
+    """One line: what recipe `name` expanded to in `config` (the settings the recipe sets,
+    as flags) and which of them the caller's own options changed."""
     def flag(key):
         value = getattr(config, key)
         spell = _FLAGS.get(key)
-        return spell(value) if spell else f"--{key.replace('_', '-')} {value}"
+        return spell(value) if spell else f"--{key.replace('_', '-')} {value:g}" \
+            if isinstance(value, float) else f"--{key.replace('_', '-')} {value}"
 
-    keys = list(get(name))
-    line = f"Recipe {name}: " + (" ".join(flag(k) for k in keys if k not in overridden) or "(defaults)")
-    if overridden:
-        line += "; overridden by the command line: " + " ".join(flag(k) for k in overridden)
+    recipe = get(name)
+    keys = [k for k in recipe if getattr(config, k) is not None]
+    if config.max_steps is not None and "max_steps" not in recipe:
+        keys.append("max_steps")
+    changed = [k for k in keys if recipe.get(k) != getattr(config, k)]
+    line = f"Recipe {name}: " + (" ".join(flag(k) for k in keys) or "(the defaults)")
+    if changed:
+        line += " (from the command line: " + " ".join(flag(k) for k in changed) + ")"
     return line

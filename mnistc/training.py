@@ -23,6 +23,7 @@ from .errors import CheckpointError, MnistcError, TrainingError
 from .lock import TrainDirLock
 from .metadata import PERMUTATION_TENSOR, CheckpointMeta, load_checkpoint
 from .model import MLP
+from .optim import Optimizer
 from .recipes import describe
 from .runlog import RunOutput, remove_logs, write_summary
 
@@ -175,13 +176,6 @@ def _run_locked(cfg, train_dir):
 
 
 def _build_model(cfg, spec):
-    try:
-        from .optim import Optimizer
-    except ImportError:  # INTERIM: until the optimizers land, plain SGD only
-        if cfg.optimizer_settings() != {"name": "sgd", "weight_decay": 0.0}:
-            raise ValueError(f"--optimizer {cfg.optimizer} is not available yet") from None
-        return MLP(cfg.hidden, cfg.batch_size, input_size=spec.image_pixels,
-                   num_classes=spec.num_classes)
     optimizer = Optimizer.from_settings(cfg.optimizer_settings())
     return MLP(cfg.hidden, cfg.batch_size, input_size=spec.image_pixels,
                num_classes=spec.num_classes, optimizer=optimizer)

@@ -152,7 +152,8 @@ def test_recipes_expand_under_explicit_options():
 @pytest.mark.parametrize("changes, fragment", [
     (dict(seed=-1), "--seed"),
     (dict(optimizer="rmsprop"), "--optimizer must be one of"),
-    (dict(momentum=1.0), "--momentum must be in [0, 1)"),
+    (dict(optimizer="momentum", momentum=1.0), "--optimizer momentum: momentum must be"),
+    (dict(momentum=0.5), "--momentum does not apply to --optimizer sgd"),
     (dict(max_steps=10, epochs=1), "--max-steps and --epochs"),
     (dict(checkpoint_every_epochs=1), "--checkpoint-every-epochs needs --epochs"),
     (dict(eval_splits=("test", "holdout")), "--eval-splits"),

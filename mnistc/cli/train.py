@@ -61,12 +61,12 @@ def build_parser():
         help=f"one-cycle: end = start / this (default: {d.final_div_factor:g})")
     add("--optimizer", choices=list(config_module.OPTIMIZERS),
         help=f"update rule, torch.optim's formulas (default: {d.optimizer})")
-    add("--momentum", type=float, help=f"momentum, nesterov: the momentum (default: {d.momentum})")
+    add("--momentum", type=float, help="momentum, nesterov: the momentum (default: 0.9)")
     add("--weight-decay", type=float,
-        help="L2 weight decay (adamw: decoupled) (default: 0)")
-    add("--beta1", type=float, help=f"adam, adamw (default: {d.beta1})")
-    add("--beta2", type=float, help=f"adam, adamw (default: {d.beta2})")
-    add("--eps", type=float, help=f"adam, adamw (default: {d.eps:g})")
+        help="L2 weight decay; adamw: decoupled (default: 0; adamw: 0.01)")
+    add("--beta1", type=float, help="adam, adamw (default: 0.9)")
+    add("--beta2", type=float, help="adam, adamw (default: 0.999)")
+    add("--eps", type=float, help="adam, adamw (default: 1e-8)")
     add("--max-steps", "--max_steps", type=int,
         help=f"train until the global step reaches this (default: {config_module.DEFAULT_MAX_STEPS})")
     add("--epochs", type=float,
