@@ -30,6 +30,12 @@ static inline int mnc_team_size(int n_threads, int64_t work, int64_t min_work) {
     return (int)(useful < t ? useful : t);
 }
 
+// Tests only (tests/test_gemm.py, through ctypes): caps gemm.c's packing buffer at
+// `floats` (SIZE_MAX: no cap) and frees the calling thread's, so that a GEMM needing more
+// takes the path of a failed allocation; returns how many calls took that path since the
+// previous call. Not thread-safe.
+size_t mnc_gemm_test_pack_limit(size_t floats);
+
 // nn.c's SIMD helpers (nn_avx512.c, nn_avx2.c); call each only when mnc_isa_active()
 // is its ISA. Each gives the portable loop's bits.
 #if defined(__x86_64__) || defined(_M_X64)
