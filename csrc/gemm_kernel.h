@@ -64,8 +64,8 @@
 //
 // And a row kernel for m == 1 with a transposed B (NT: op(B)(p, j) = b[j * ldb + p], a
 // batch of one through the input gradient), the same chain and rounding, which
-// transposes B in registers as it goes instead of packing it: a packed copy of a
-// 1024 × 1024 B cost more than the whole product.
+// transposes B in registers as it goes instead of packing it: each element of B is used
+// once, so a packed copy would cost as much as the product.
 //
 // And a packer for an untransposed A tile (NULL: such tiles are read in place), to the
 // k-major form the kernel reads with cs_a = MR:

@@ -36,8 +36,8 @@ static inline int mnc_team_size(int n_threads, int64_t work, int64_t min_work) {
 // previous call. Not thread-safe.
 size_t mnc_gemm_test_pack_limit(size_t floats);
 
-// nn.c's SIMD helpers (nn_avx512.c, nn_avx2.c); call each only when mnc_isa_active()
-// is its ISA. Each gives the portable loop's bits.
+// nn.c's SIMD helpers (nn_simd.h in nn_avx512.c and nn_avx2.c); call each only when
+// mnc_isa_active() is its ISA. Each gives the portable loop's bits.
 #if defined(__x86_64__) || defined(_M_X64)
 #define MNC_NN_X86 1
 // dst[j] = (float)src[j] * scale for j < d (one row of the batch gather; exact convert,

@@ -1,8 +1,8 @@
 // nn.c — the element-wise and row-wise kernels of an MLP step: bias+ReLU, ReLU
 // backward, column sums with an update, fused softmax cross-entropy, in_top_k and the
 // uint8 batch gather. Plain C11 that compilers vectorise; the gather, the column sums
-// and the softmax hand their rows to nn_avx512.c / nn_avx2.c on those targets (same
-// bits). Contracts are in mnistc.h.
+// and the softmax hand their rows to nn_avx512.c / nn_avx2.c (nn_simd.h) on those
+// targets (same bits). Contracts are in mnistc.h.
 //
 // exp and log are our own (nn_math.h), so the loss and gradients do not depend on the C
 // library, and the file must not be built with -ffast-math: the max-subtraction and
@@ -19,8 +19,9 @@
 
 // Elements per thread below which a second thread costs more than it saves.
 enum { MIN_ELEMENTS_PER_THREAD = 1 << 15 };
-// How many shuffled rows ahead the gather prefetches. Measured with perf on the small
-// training step: the gather's share fell from 6.5% to 4.6% (2, 4 and 8 rows alike).
+// How many shuffled rows ahead the gather asks for the next rows (see the loop): enough
+// lead for a row to arrive from DRAM while the rows before it are converted. The distance
+// is not critical; 2 to 8 rows do alike.
 enum { GATHER_PREFETCH_ROWS = 4 };
 
 #if defined(__GNUC__)
@@ -57,7 +58,8 @@ void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m
         for (int64_t j = 0; j < n; j++) {
             int64_t at = i * n + j;
             // dy is read whatever y says: a load under the condition may not be hoisted,
-            // so the compiler branched per element (18 cycles each, half mispredicted).
+            // so the compiler would branch per element (mispredicted half the time)
+            // instead of selecting.
             float g = dy[at];
             dx[at] = y[at] > 0.0f ? g : 0.0f;
         }
@@ -66,7 +68,7 @@ void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m
 
 // Column blocks are what threads split, so each column's sum runs down i in order on
 // one thread whatever the thread count (and whatever the vector width: AVX-512 keeps a
-// block in 16 zmm registers, AVX2 half of it in 16 ymm; nn_avx512.c, nn_avx2.c).
+// block in 16 zmm registers, AVX2 half of it in 16 ymm at a time; nn_simd.h).
 enum { COLSUM_BLOCK = 256 };
 
 void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha,

@@ -1,7 +1,7 @@
 // nn_math.h — mnistc's own float32 exp and log for the softmax cross-entropy, so the loss
 // and its gradient do not depend on the C library. The scalar functions here are the
-// definition; nn_avx512.c computes the same operations in the same order on 16 rows at
-// a time, so both give the same bits (tested). Files that include this must not be
+// definition; nn_simd.h computes the same operations in the same order on 8 or 16 rows
+// at a time, so all give the same bits (tested). Files that include this must not be
 // built with -ffast-math or FP contraction: every rounding step below is deliberate.
 #ifndef MNISTC_NN_MATH_H
 #define MNISTC_NN_MATH_H
@@ -37,8 +37,8 @@
 
 // The two polynomials (Horner, one multiply and one add per coefficient), written once
 // over the caller's MUL, ADD and NUM (a constant): the scalar functions below and the
-// SIMD versions in nn_avx512.c and nn_avx2.c expand the same recipe, so they round the
-// same way in the same order.
+// SIMD versions in nn_simd.h expand the same recipe, so they round the same way in the
+// same order.
 #define NN_EXP_POLY(p, r, MUL, ADD, NUM)          \
     do {                                          \
         (p) = NUM(NN_EXP_P0);                     \
