@@ -115,6 +115,11 @@ typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int
 #define MNC_AVX512_MR 12
 #define MNC_AVX512_NR 32
 
+// peak.c's yardstick on each target (in the kernel files, built as the kernels are):
+// `iters` rounds of independent multiply-add chains on the target's widest vectors, no
+// memory traffic; returns the flops done and stores the chains' sum in sink (<= 16 floats).
+double mnc_fma_chains_generic(int64_t iters, float *sink);
+
 void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
                               const float *a, int64_t rs_a, int64_t cs_a,
                               const float *b, int64_t rs_b,
@@ -123,6 +128,8 @@ void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define MNC_GEMM_X86 1
+double mnc_fma_chains_avx2(int64_t iters, float *sink);
+double mnc_fma_chains_avx512(int64_t iters, float *sink);
 void mnc_gemm_pack_b_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                           int64_t kc, int64_t n);
 void mnc_gemm_pack_bt_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,

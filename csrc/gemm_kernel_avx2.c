@@ -24,6 +24,7 @@
 #define PACK_BT mnc_gemm_pack_bt_avx2
 #define ROW mnc_gemm_row_avx2
 #define ROW_T mnc_gemm_row_t_avx2
+#define FMA_CHAINS mnc_fma_chains_avx2
 #include "gemm_kernel_simd.h"
 
 #endif  // x86-64

@@ -23,6 +23,7 @@
 #define PACK_BT mnc_gemm_pack_bt_avx512
 #define ROW mnc_gemm_row_avx512
 #define ROW_T mnc_gemm_row_t_avx512
+#define FMA_CHAINS mnc_fma_chains_avx512
 #include "gemm_kernel_simd.h"
 
 // An untransposed A tile in k-major form (gemm_kernel.h): VW k at a time, read as mr

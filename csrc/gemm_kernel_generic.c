@@ -97,3 +97,34 @@ KERNEL_OPTIONS void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float al
     }
 }
 
+// The yardstick (peak.c) on this target: `iters` rounds of 12 independent chains of a
+// multiply and an add on 4 floats, the baseline's vectors (SSE, NEON), with no memory
+// traffic: 12 registers, which with the two constants fit the 16 of baseline x86-64.
+// GCC and Clang get the vectors from their vector extension (left to themselves, they
+// spill these chains); other compilers run them as scalars. Returns the flops done; the
+// chains' sum goes to *sink. Chain i starts at i (equal chains would be merged by the
+// compiler) and converges to 1, never denormal.
+#if defined(__GNUC__)
+typedef float lanes4 __attribute__((vector_size(16)));
+#define LANES4(v) {(v), (v), (v), (v)}
+#else
+typedef float lanes4;
+#define LANES4(v) (v)
+#endif
+double mnc_fma_chains_generic(int64_t iters, float *sink) {
+    enum { CHAINS = 12 };
+    lanes4 acc[CHAINS];
+    for (int i = 0; i < CHAINS; i++) acc[i] = (lanes4)LANES4((float)i);
+    const lanes4 x = LANES4(1.0f - 0x1p-20f), y = LANES4(0x1p-20f);
+    for (int64_t it = 0; it < iters; it++) {
+#if defined(__GNUC__)
+#pragma GCC unroll 12
+#endif
+        for (int i = 0; i < CHAINS; i++) acc[i] = acc[i] * x + y;
+    }
+    float s = 0.0f;
+    for (int i = 0; i < CHAINS; i++)
+        for (int j = 0; j < (int)(sizeof(lanes4) / sizeof(float)); j++) s += ((float *)&acc[i])[j];
+    *sink = s;
+    return 2.0 * CHAINS * (double)(sizeof(lanes4) / sizeof(float)) * (double)iters;
+}

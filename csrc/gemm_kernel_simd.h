@@ -8,10 +8,11 @@
 //    transposed A need no other code path; the epilogue is applied in registers;
 //  - the row kernels for m == 1: register blocks up to ROW_VECTORS vectors of columns,
 //    then whole-row passes; a transposed B through VW×VW register transposes;
-//  - the B panel packers (a transposed B through the same transposes).
+//  - the B panel packers (a transposed B through the same transposes);
+//  - peak.c's yardstick: the tile's FMAs without the memory traffic.
 // The including file also defines MR (6 or 12), ROW_VECTORS and ROW_MID (the row
-// kernel's register blocks, in vectors) and the names of the five kernels: UKERNEL,
-// PACK_B, PACK_BT, ROW and ROW_T.
+// kernel's register blocks, in vectors) and the names of the six functions: UKERNEL,
+// PACK_B, PACK_BT, ROW, ROW_T and FMA_CHAINS.
 #define NR (2 * VW)
 
 #if MR != 6 && MR != 12
@@ -324,4 +325,25 @@ KERNEL_TARGET void ROW_T(int64_t k, int64_t n, float alpha, const float *a, int6
         store_scaled(c + j, lane_mask(n0, 0), n0 == VW, acc0, alpha, beta);
         if (n1 > 0) store_scaled(c + j + VW, lane_mask(n1, 0), n1 == VW, acc1, alpha, beta);
     }
+}
+
+// The yardstick (peak.c): `iters` rounds of 2 MR independent FMA chains, as many as the
+// tile has accumulators, on whole vectors and with no memory traffic: what the tile's
+// FMAs could at best do. Returns the flops done; the chains' sum goes to sink[0, VW).
+// Chain i starts at i (equal chains would be merged by the compiler) and converges to 1
+// (acc = acc * (1 - 2^-20) + 2^-20), never denormal.
+KERNEL_TARGET double FMA_CHAINS(int64_t iters, float *sink) {
+    vec acc[2 * MR];
+    const vec x = vset1(1.0f - 0x1p-20f), y = vset1(0x1p-20f);
+#pragma GCC unroll 24
+    for (int i = 0; i < 2 * MR; i++) acc[i] = vset1((float)i);
+    for (int64_t it = 0; it < iters; it++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < 2 * MR; i++) acc[i] = vfmadd(acc[i], x, y);
+    }
+    vec s = acc[0];
+#pragma GCC unroll 24
+    for (int i = 1; i < 2 * MR; i++) s = vadd(s, acc[i]);
+    vstoreu(sink, s);
+    return 2.0 * VW * (2 * MR) * (double)iters;
 }

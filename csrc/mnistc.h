@@ -56,6 +56,14 @@ int mnc_openmp_enabled(void);
 // The thread count used for n_threads <= 0: omp_get_max_threads() (1 without OpenMP).
 int mnc_max_threads(void);
 
+// The yardstick (peak.c): this machine's FP32 multiply-add peak in GFLOP/s on the
+// active target's widest vectors (2 flops per lane per FMA; the generic target: a
+// multiply and an add on 4-float vectors), n_threads threads (<= 0: mnc_max_threads())
+// running independent chains with no memory traffic, together, in windows of ~0.5 ms for
+// at least `seconds` (> 0): the best window's rate. bench/ states speeds as a fraction of
+// it, measured in the same run.
+double mnc_fma_peak_gflops(int n_threads, double seconds);
+
 // ---------------------------------------------------------------------------------
 // SGEMM (gemm.c + gemm_kernel_<isa>.c)
 //

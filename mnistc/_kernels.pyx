@@ -34,6 +34,7 @@ cdef extern from "mnistc.h" nogil:
     int mnc_isa_from_name(const char *name)
     int mnc_openmp_enabled()
     int mnc_max_threads()
+    double mnc_fma_peak_gflops(int n_threads, double seconds)
     int MNC_GEMM_KC
 
     ctypedef struct mnc_epilogue:
@@ -144,6 +145,25 @@ def openmp_enabled():
 def max_threads():
     """Threads a kernel uses when n_threads <= 0 (OpenMP's default)."""
     return mnc_max_threads()
+
+
+def fma_peak(seconds=0.1, n_threads=None):
+    """This machine's FP32 multiply-add peak in GFLOP/s on the active target's widest
+    vectors: n_threads threads (None: max_threads()) each run independent chains for
+    `seconds` (at most 10), and their rates are summed. bench/ states speeds as a
+    fraction of it, measured in the same session."""
+    cdef int nt = _threads(n_threads)
+    cdef double s
+    try:
+        s = seconds
+    except TypeError:
+        raise TypeError(f"seconds must be a number, not {type(seconds).__name__}") from None
+    if not 0.0 < s <= 10.0:
+        raise ValueError(f"seconds must be in (0, 10], got {seconds!r}")
+    cdef double gflops
+    with nogil:
+        gflops = mnc_fma_peak_gflops(nt, s)
+    return gflops
 
 
 # ----------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """The CPU target (csrc/cpu.c through mnistc._kernels): the names, set_isa, and MNISTC_ISA,
 which only C reads: a value that names no target is an error from every function that
 runs a kernel or reports the target."""
+import math
 import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-
 from conftest import REPO, supported_isas
+
 from mnistc import _kernels
 
 
@@ -41,7 +42,7 @@ def run_python(code, isa_env):
     if isa_env is not None:
         env["MNISTC_ISA"] = isa_env
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 # Each entry point, called with valid arguments; with a bad MNISTC_ISA each must raise.
@@ -104,3 +105,28 @@ def test_a_target_name_in_the_environment_caps_the_target(name):
     assert result.returncode == 0, result.stderr
     want = name if name in supported_isas() else supported_isas()[-1]
     assert result.stdout.strip() == want
+
+
+# ---------------------------------------------------------------------------------
+# The yardstick (csrc/peak.c): the multiply-add peak bench/ states speeds against
+
+@pytest.mark.parametrize("n_threads", [1, 2, None])
+def test_fma_peak_is_a_positive_finite_rate(isa, n_threads):
+    gflops = _kernels.fma_peak(0.01, n_threads=n_threads)
+    assert isinstance(gflops, float) and math.isfinite(gflops) and gflops > 0.0
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    ({"seconds": 0}, ValueError, "seconds"),
+    ({"seconds": -1.0}, ValueError, "seconds"),
+    ({"seconds": float("nan")}, ValueError, "seconds"),
+    ({"seconds": float("inf")}, ValueError, "seconds"),
+    ({"seconds": 10.5}, ValueError, "seconds"),
+    ({"seconds": "0.1"}, TypeError, "seconds"),
+    ({"seconds": None}, TypeError, "seconds"),
+    ({"n_threads": -1}, ValueError, "n_threads"),
+    ({"n_threads": "2"}, TypeError, "n_threads"),
+])
+def test_fma_peak_rejects_bad_arguments(kwargs, error, fragment):
+    with pytest.raises(error, match=fragment):
+        _kernels.fma_peak(**kwargs)
