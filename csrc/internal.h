@@ -20,9 +20,10 @@ static inline int mnc_thread_num(void) {
 }
 
 // How many threads to use for `work` units when each thread should get at least
-// `min_work`: 1 for small problems (a parallel region costs ~0.5 µs hot and ~50 µs
-// cold), never more than n_threads (<= 0: mnc_max_threads()). Only the *count* of
-// threads depends on this; which rows/tiles a result comes from never does.
+// `min_work`: 1 for small problems (starting a team costs about a microsecond while its
+// workers spin, tens once they sleep), never more than n_threads (<= 0:
+// mnc_max_threads()). Only the *count* of threads depends on this; which rows/tiles a
+// result comes from never does.
 static inline int mnc_team_size(int n_threads, int64_t work, int64_t min_work) {
     int t = n_threads > 0 ? n_threads : mnc_max_threads();
     int64_t useful = min_work > 0 ? work / min_work : t;
