@@ -47,8 +47,8 @@ static mnc_isa detect(void) {
     int osxsave = (r[2] >> 27) & 1, fma = (r[2] >> 12) & 1, avx = (r[2] >> 28) & 1;
     if (!osxsave || !avx) return MNC_ISA_GENERIC;
     unsigned long long xcr0 = xgetbv0();
-    int ymm_state = (xcr0 & 0x6) == 0x6;        // SSE + AVX state
-    int zmm_state = (xcr0 & 0xe6) == 0xe6;      // + opmask, ZMM_Hi256, Hi16_ZMM
+    int ymm_state = (xcr0 & 0x6) == 0x6;    // SSE + AVX state
+    int zmm_state = (xcr0 & 0xe6) == 0xe6;  // + opmask, ZMM_Hi256, Hi16_ZMM
     cpuid(7, 0, r);
     int avx2 = (r[1] >> 5) & 1;
     int avx512f = (r[1] >> 16) & 1, avx512dq = (r[1] >> 17) & 1;

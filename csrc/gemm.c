@@ -90,25 +90,36 @@ typedef struct gemm_target {
     int mr, nr;
     int64_t nc;
     mnc_gemm_ukernel *kernel;
-    mnc_gemm_pack_b *pack_b;    // NULL: the portable copy in pack_b_panel
-    mnc_gemm_pack_b *pack_bt;   // NULL: the portable transpose in pack_b_panel
-    mnc_gemm_row *row;          // NULL: m == 1 goes through the tile kernel
-    mnc_gemm_row *row_t;        // the same for m == 1 with a transposed B
-    mnc_gemm_pack_a *pack_a;    // NULL: an untransposed A is always read in place
+    mnc_gemm_pack_b *pack_b;   // NULL: the portable copy in pack_b_panel
+    mnc_gemm_pack_b *pack_bt;  // NULL: the portable transpose in pack_b_panel
+    mnc_gemm_row *row;         // NULL: m == 1 goes through the tile kernel
+    mnc_gemm_row *row_t;       // the same for m == 1 with a transposed B
+    mnc_gemm_pack_a *pack_a;   // NULL: an untransposed A is always read in place
 } gemm_target;
 
 static const gemm_target targets[3] = {
-    [MNC_ISA_GENERIC] = {.mr = MNC_GENERIC_MR, .nr = MNC_GENERIC_NR, .nc = 256,
+    [MNC_ISA_GENERIC] = {.mr = MNC_GENERIC_MR,
+                         .nr = MNC_GENERIC_NR,
+                         .nc = 256,
                          .kernel = mnc_gemm_ukernel_generic},
 #ifdef MNC_GEMM_X86
-    [MNC_ISA_AVX2] = {.mr = MNC_AVX2_MR, .nr = MNC_AVX2_NR, .nc = 256,
-                      .kernel = mnc_gemm_ukernel_avx2, .pack_b = mnc_gemm_pack_b_avx2,
-                      .pack_bt = mnc_gemm_pack_bt_avx2, .row = mnc_gemm_row_avx2,
+    [MNC_ISA_AVX2] = {.mr = MNC_AVX2_MR,
+                      .nr = MNC_AVX2_NR,
+                      .nc = 256,
+                      .kernel = mnc_gemm_ukernel_avx2,
+                      .pack_b = mnc_gemm_pack_b_avx2,
+                      .pack_bt = mnc_gemm_pack_bt_avx2,
+                      .row = mnc_gemm_row_avx2,
                       .row_t = mnc_gemm_row_t_avx2},
-    [MNC_ISA_AVX512] = {.mr = MNC_AVX512_MR, .nr = MNC_AVX512_NR, .nc = 256,
-                        .kernel = mnc_gemm_ukernel_avx512, .pack_b = mnc_gemm_pack_b_avx512,
-                        .pack_bt = mnc_gemm_pack_bt_avx512, .row = mnc_gemm_row_avx512,
-                        .row_t = mnc_gemm_row_t_avx512, .pack_a = mnc_gemm_pack_a_avx512},
+    [MNC_ISA_AVX512] = {.mr = MNC_AVX512_MR,
+                        .nr = MNC_AVX512_NR,
+                        .nc = 256,
+                        .kernel = mnc_gemm_ukernel_avx512,
+                        .pack_b = mnc_gemm_pack_b_avx512,
+                        .pack_bt = mnc_gemm_pack_bt_avx512,
+                        .row = mnc_gemm_row_avx512,
+                        .row_t = mnc_gemm_row_t_avx512,
+                        .pack_a = mnc_gemm_pack_a_avx512},
 #endif
 };
 
@@ -129,13 +140,13 @@ typedef struct gemm_call {
     float *c;
     int64_t ldc;
     const mnc_epilogue *ep;
-    int b_packed;      // every B panel is packed (see the top), else only a partial last one
-    int64_t nc;        // columns per column block
-    int pack_a;        // copy each A tile to k-major form (PACK_A_LDA, PACK_A_ROWS_LDA)
-    int64_t kb;        // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
-    int64_t slot;      // floats of packing buffer per (virtual) thread: B panels, A tile
-    int64_t slot_b;    // the B panels' part of it
-    int row_path;      // m == 1: the target's row kernel (row_t for a transposed B)
+    int b_packed;    // every B panel is packed (see the top), else only a partial last one
+    int64_t nc;      // columns per column block
+    int pack_a;      // copy each A tile to k-major form (PACK_A_LDA, PACK_A_ROWS_LDA)
+    int64_t kb;      // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
+    int64_t slot;    // floats of packing buffer per (virtual) thread: B panels, A tile
+    int64_t slot_b;  // the B panels' part of it
+    int row_path;    // m == 1: the target's row kernel (row_t for a transposed B)
     int team;
 } gemm_call;
 
@@ -143,8 +154,8 @@ static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
 static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // dst[p * NR + j] = op(B)(p0 + p, j0 + j) for p < kc, j < nr, and 0 for nr <= j < NR.
-static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0,
-                         int64_t kc, int64_t j0, int nr) {
+static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0, int64_t kc,
+                         int64_t j0, int nr) {
     if (!g->trans_b) {
         for (int64_t p = 0; p < kc; p++) {
             const float *src = g->b + (p0 + p) * g->ldb + j0;
@@ -168,8 +179,8 @@ static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0
 
 // Columns [j0, j1) of op(B) rows [p0, p0 + kc) as consecutive panels kc * NR floats apart,
 // through the target's packer when it has one.
-static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc,
-                          int64_t j0, int64_t j1) {
+static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
+                          int64_t j1) {
     const int nr_tile = g->t->nr;
     mnc_gemm_pack_b *pack = g->trans_b ? g->t->pack_bt : g->t->pack_b;
     if (pack != NULL) {
@@ -186,8 +197,8 @@ static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc
 // Transposed, it is a copy of mr contiguous floats per k, and it turns kc rows that may be
 // 4 KiB apart (L1 set conflicts, a TLB entry each) into one contiguous stream;
 // untransposed, the target's packer transposes mr rows.
-static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0,
-                        int64_t kc, int64_t i0, int mr) {
+static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0, int64_t kc,
+                        int64_t i0, int mr) {
     const int64_t lda = g->lda;
     if (!g->trans_a) {
         g->t->pack_a(dst, g->a + i0 * lda + p0, lda, kc, mr);
@@ -195,7 +206,7 @@ static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0,
     }
     const float *src = g->a + p0 * lda + i0;
     // A constant length lets the compiler copy a row in a few vector moves.
-#define COPY_ROWS(len)                                                                  \
+#define COPY_ROWS(len) \
     for (int64_t p = 0; p < kc; p++) memcpy(dst + p * mr_tile, src + p * lda, (len) * sizeof(float))
     if (mr == MNC_AVX512_MR) COPY_ROWS(MNC_AVX512_MR);
     else if (mr == MNC_AVX2_MR) COPY_ROWS(MNC_AVX2_MR);
@@ -206,8 +217,8 @@ static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0,
 
 // The epilogue as a pass over C[i0 .. i0+mr, j0 .. j0+nr), for the row path and the
 // unbuffered fallback; tiles get it from the microkernel, in registers.
-static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t i0,
-                          int64_t j0, int mr, int nr) {
+static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t i0, int64_t j0,
+                          int mr, int nr) {
     for (int r = 0; r < mr; r++) {
         float *row = c + (i0 + r) * ldc + j0;
         if (ep->bias != NULL)
@@ -302,14 +313,13 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                             here = (mnc_uk_epilogue){
                                 .bias = ep->bias != NULL ? ep->bias + j : NULL,
                                 .relu = ep->relu,
-                                .mask = ep->relu_mask != NULL
-                                            ? ep->relu_mask + i * ep->ld_mask + j
-                                            : NULL,
+                                .mask = ep->relu_mask != NULL ? ep->relu_mask + i * ep->ld_mask + j
+                                                              : NULL,
                                 .ld_mask = ep->ld_mask};
                             tile_ep = &here;
                         }
-                        t->kernel(kb, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                                  g->ldc, flags, tile_ep);
+                        t->kernel(kb, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c, g->ldc,
+                                  flags, tile_ep);
                     }
                 }
             }
@@ -330,8 +340,8 @@ static void gemm_row_part(const gemm_call *g, int part) {
     do {
         int64_t kc = min64(KC, g->k - pc);
         const float *b = g->trans_b ? g->b + j0 * g->ldb + pc : g->b + pc * g->ldb + j0;
-        row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, b, g->ldb,
-            pc == 0 ? g->beta : 1.0f, g->c + j0);
+        row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, b, g->ldb, pc == 0 ? g->beta : 1.0f,
+            g->c + j0);
         pc += kc;
     } while (pc < g->k);
     if (g->ep != NULL) epilogue_tile(g->ep, g->c, g->ldc, 0, j0, 1, (int)(j1 - j0));
@@ -385,7 +395,8 @@ static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
                     acc = hardware_fma ? fmaf(x, y, acc) : x * y + acc;
                 }
                 if (beta == 0.0f) *c = g->alpha * acc;
-                else *c = hardware_fma ? fmaf(g->alpha, acc, beta * *c) : g->alpha * acc + beta * *c;
+                else
+                    *c = hardware_fma ? fmaf(g->alpha, acc, beta * *c) : g->alpha * acc + beta * *c;
                 pc += kc;
             } while (pc < g->k);
         }
@@ -394,16 +405,29 @@ static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
         for (int64_t i = 0; i < g->m; i++) epilogue_tile(g->ep, g->c, g->ldc, i, 0, 1, (int)g->n);
 }
 
-void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                   float alpha, const float *a, int64_t lda, const float *b,
-                   int64_t ldb, float beta, float *c, int64_t ldc,
-                   const mnc_epilogue *ep, int n_threads) {
+void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc, const mnc_epilogue *ep, int n_threads) {
     if (m <= 0 || n <= 0) return;
     if (k < 0) k = 0;
     mnc_isa isa = mnc_isa_active();
-    gemm_call g = {.t = target_for(isa), .trans_a = trans_a != 0, .trans_b = trans_b != 0,
-                   .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta, .a = a, .b = b,
-                   .lda = lda, .ldb = ldb, .c = c, .ldc = ldc, .ep = ep, .nc = n, .team = 1};
+    gemm_call g = {.t = target_for(isa),
+                   .trans_a = trans_a != 0,
+                   .trans_b = trans_b != 0,
+                   .m = m,
+                   .n = n,
+                   .k = k,
+                   .alpha = alpha,
+                   .beta = beta,
+                   .a = a,
+                   .b = b,
+                   .lda = lda,
+                   .ldb = ldb,
+                   .c = c,
+                   .ldc = ldc,
+                   .ep = ep,
+                   .nc = n,
+                   .team = 1};
     if (ep != NULL && ep->bias == NULL && !ep->relu && ep->relu_mask == NULL) g.ep = NULL;
     float *buf = NULL;
     if (m == 1 && (g.trans_b ? g.t->row_t : g.t->row) != NULL) {
@@ -412,9 +436,9 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         if (g.team > ceil_div(n, 16)) g.team = (int)ceil_div(n, 16);
     } else {
         const int64_t mr = g.t->mr, nr = g.t->nr;
-        g.b_packed = g.trans_b ||
-                     (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
-                                 ldb >= DIRECT_B_MAX_LDB));
+        g.b_packed =
+            g.trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
+                                     ldb >= DIRECT_B_MAX_LDB));
         g.kb = k > SPLIT_KB ? SPLIT_KB : 0;
         if (g.b_packed) {
             // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
@@ -440,8 +464,8 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         } else if (n % nr != 0) {
             slot_panels = 1;
         }
-        g.pack_a = g.trans_a ? lda % PACK_A_LDA == 0
-                             : g.t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
+        g.pack_a =
+            g.trans_a ? lda % PACK_A_LDA == 0 : g.t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
         g.slot_b = kc * nr * slot_panels;
         g.slot = g.slot_b + (g.pack_a ? kc * mr : 0);
         if (g.slot > 0) {

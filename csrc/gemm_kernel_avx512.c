@@ -31,8 +31,8 @@
 #if MR > VW
 #error "one k of an A tile must fit one vector"
 #endif
-KERNEL_TARGET void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t lda,
-                                          int64_t kc, int mr) {
+KERNEL_TARGET void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t lda, int64_t kc,
+                                          int mr) {
     const vmask one_k = lane_mask(MR, 0);
     for (int64_t p0 = 0; p0 < kc; p0 += VW) {
         int kp = kc - p0 < VW ? (int)(kc - p0) : VW;

@@ -22,11 +22,10 @@
 // rows_a != 0: A(r, p) = a[r * rs_a + p] (row-major A); else A(r, p) = a[p * cs_a + r].
 // The row-major case addresses rows as base + {0, 1, 2} * rs_a from MR / 3 base pointers,
 // so the MR streams need MR / 3 + 1 registers, not MR.
-ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int rows_a,
-                                      int64_t k, int nr, float alpha, const float *a,
-                                      int64_t rs_a, int64_t cs_a, const float *b,
-                                      int64_t rs_b, float beta, float *c, int64_t ldc,
-                                      int flags, const mnc_uk_epilogue *ep) {
+ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int rows_a, int64_t k,
+                                      int nr, float alpha, const float *a, int64_t rs_a,
+                                      int64_t cs_a, const float *b, int64_t rs_b, float beta,
+                                      float *c, int64_t ldc, int flags, const mnc_uk_epilogue *ep) {
     vec acc[MR][2];
     const vmask m[2] = {lane_mask(nr, 0), lane_mask(nr, 1)};
     const int full[2] = {nr >= VW, nr >= 2 * VW};
@@ -86,8 +85,7 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
                 out = vfmadd(va, acc[r][v], vmul(vb, old));
             }
             if (ep != NULL) {  // gemm_kernel.h's epilogue, in registers
-                if (ep->bias != NULL)
-                    out = vadd(out, vload_part(ep->bias + VW * v, m[v], full[v]));
+                if (ep->bias != NULL) out = vadd(out, vload_part(ep->bias + VW * v, m[v], full[v]));
                 if (ep->relu) out = vmax(vzero(), out);  // (0 > v ? 0 : v): NaN, -0 pass
                 if (ep->mask != NULL) {
                     const float *mrow = ep->mask + r * ep->ld_mask + VW * v;
@@ -99,31 +97,38 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
     }
 }
 
-#define ROWS_CASE(R)                                                                       \
-    case R:                                                                                \
-        if (rows_a) {                                                                      \
-            if (nv == 2) tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, \
-                              flags, ep);                                                  \
-            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags,  \
-                      ep);                                                                 \
-        } else {                                                                           \
-            if (nv == 2) tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, \
-                              flags, ep);                                                  \
-            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags,  \
-                      ep);                                                                 \
-        }                                                                                  \
+#define ROWS_CASE(R)                                                                           \
+    case R:                                                                                    \
+        if (rows_a) {                                                                          \
+            if (nv == 2)                                                                       \
+                tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);  \
+            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
+        } else {                                                                               \
+            if (nv == 2)                                                                       \
+                tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);  \
+            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
+        }                                                                                      \
         break;
 
-KERNEL_TARGET void UKERNEL(int64_t k, int mr, int nr, float alpha, const float *a,
-                           int64_t rs_a, int64_t cs_a, const float *b, int64_t rs_b,
-                           float beta, float *c, int64_t ldc, int flags,
-                           const mnc_uk_epilogue *ep) {
+KERNEL_TARGET void UKERNEL(int64_t k, int mr, int nr, float alpha, const float *a, int64_t rs_a,
+                           int64_t cs_a, const float *b, int64_t rs_b, float beta, float *c,
+                           int64_t ldc, int flags, const mnc_uk_epilogue *ep) {
     int nv = nr > VW ? 2 : 1;
     int rows_a = cs_a == 1;
     switch (mr) {
-        ROWS_CASE(1) ROWS_CASE(2) ROWS_CASE(3) ROWS_CASE(4) ROWS_CASE(5) ROWS_CASE(6)
+        ROWS_CASE(1)
+        ROWS_CASE(2)
+        ROWS_CASE(3)
+        ROWS_CASE(4)
+        ROWS_CASE(5)
+        ROWS_CASE(6)
 #if MR > 6
-        ROWS_CASE(7) ROWS_CASE(8) ROWS_CASE(9) ROWS_CASE(10) ROWS_CASE(11) ROWS_CASE(12)
+        ROWS_CASE(7)
+        ROWS_CASE(8)
+        ROWS_CASE(9)
+        ROWS_CASE(10)
+        ROWS_CASE(11)
+        ROWS_CASE(12)
 #endif
         default: break;
     }
@@ -137,8 +142,7 @@ ALWAYS_INLINE KERNEL_TARGET void load_transposed(vec r[VW], const float *src, in
                                                  int64_t rows, int kp) {
     const vmask mp = lane_mask(kp, 0);
 #pragma GCC unroll 16
-    for (int i = 0; i < VW; i++)
-        r[i] = i < rows ? vload_part(src + i * ld, mp, kp == VW) : vzero();
+    for (int i = 0; i < VW; i++) r[i] = i < rows ? vload_part(src + i * ld, mp, kp == VW) : vzero();
     transpose_vw(r);
 }
 
@@ -170,8 +174,8 @@ KERNEL_TARGET void PACK_BT(float *dst, int64_t panel_stride, const float *b, int
 
 // Untransposed B: each row of kc is copied across the panels (two vectors per panel, the
 // last panel masked and zero-padded), so the source is read as contiguous rows.
-KERNEL_TARGET void PACK_B(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
-                          int64_t kc, int64_t n) {
+KERNEL_TARGET void PACK_B(float *dst, int64_t panel_stride, const float *b, int64_t ldb, int64_t kc,
+                          int64_t n) {
     int64_t full = n / NR;
     int rest = (int)(n - full * NR);
     vmask m0 = lane_mask(rest, 0), m1 = lane_mask(rest, 1);
@@ -194,20 +198,19 @@ KERNEL_TARGET void PACK_B(float *dst, int64_t panel_stride, const float *b, int6
 }
 
 // c = alpha * acc (beta == 0) or fma(alpha, acc, beta * c), in the lanes of m.
-ALWAYS_INLINE KERNEL_TARGET void store_scaled(float *c, vmask m, int full, vec acc,
-                                              float alpha, float beta) {
+ALWAYS_INLINE KERNEL_TARGET void store_scaled(float *c, vmask m, int full, vec acc, float alpha,
+                                              float beta) {
     vec va = vset1(alpha);
-    vec out = beta == 0.0f ? vmul(va, acc)
-                           : vfmadd(va, acc, vmul(vset1(beta), vload_part(c, m, full)));
+    vec out =
+        beta == 0.0f ? vmul(va, acc) : vfmadd(va, acc, vmul(vset1(beta), vload_part(c, m, full)));
     vstore_part(c, m, full, out);
 }
 
 // One row of C over `nv` vectors of columns, the last one partial (`last` lanes) when
 // `partial`: nv independent chains per k, B read as one contiguous run per row.
-ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, const int partial, int last,
-                                           int64_t k, float alpha, const float *a,
-                                           int64_t inc_a, const float *b, int64_t ldb,
-                                           float beta, float *c) {
+ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, const int partial, int last, int64_t k,
+                                           float alpha, const float *a, int64_t inc_a,
+                                           const float *b, int64_t ldb, float beta, float *c) {
     vec acc[ROW_VECTORS];
 #pragma GCC unroll 24
     for (int v = 0; v < nv; v++) acc[v] = vzero();

@@ -46,17 +46,13 @@ size_t mnc_gemm_test_pack_limit(size_t floats);
 void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale);
 // sum[j] = x[0][j] + x[1][j] + ... + x[m-1][j] in that order, for j < width <= 256;
 // row i of x starts at x + i * ld.
-void mnc_colsum_block_avx512(float *sum, const float *x, int64_t m, int64_t ld,
-                             int64_t width);
-void mnc_colsum_block_avx2(float *sum, const float *x, int64_t m, int64_t ld,
-                           int64_t width);
+void mnc_colsum_block_avx512(float *sum, const float *x, int64_t m, int64_t ld, int64_t width);
+void mnc_colsum_block_avx2(float *sum, const float *x, int64_t m, int64_t ld, int64_t width);
 // nn.c's softmax_xent_row on rows [0, rows) (rows <= 16 or 8, n < 2^26), the same bits.
-void mnc_softmax_xent_rows_avx512(float *dz, float *row_loss, const float *z,
-                                  const int32_t *labels, int64_t rows, int64_t n,
-                                  float grad_scale);
-void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z,
-                                const int32_t *labels, int64_t rows, int64_t n,
-                                float grad_scale);
+void mnc_softmax_xent_rows_avx512(float *dz, float *row_loss, const float *z, const int32_t *labels,
+                                  int64_t rows, int64_t n, float grad_scale);
+void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z, const int32_t *labels,
+                                int64_t rows, int64_t n, float grad_scale);
 #endif
 
 #endif  // MNISTC_INTERNAL_H

@@ -36,8 +36,8 @@ static inline void prefetch_bytes(const uint8_t *p, int64_t n) {
     if (n > 0) PREFETCH(p + n - 1);
 }
 
-void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m,
-                       int64_t n, int n_threads) {
+void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m, int64_t n,
+                       int n_threads) {
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t i = 0; i < m; i++) {
@@ -50,8 +50,8 @@ void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m,
     }
 }
 
-void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m,
-                           int64_t n, int n_threads) {
+void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m, int64_t n,
+                           int n_threads) {
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t i = 0; i < m; i++) {
@@ -71,8 +71,8 @@ void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m
 // block in 16 zmm registers, AVX2 half of it in 16 ymm at a time; nn_simd.h).
 enum { COLSUM_BLOCK = 256 };
 
-void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha,
-                         float beta, int n_threads) {
+void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha, float beta,
+                         int n_threads) {
     int64_t n_blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
 #ifdef MNC_NN_X86
@@ -131,9 +131,9 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
     return loss;
 }
 
-int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
-                         const float *logits, const int32_t *labels, int64_t m, int64_t n,
-                         float grad_scale, int n_threads) {
+int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, const float *logits,
+                         const int32_t *labels, int64_t m, int64_t n, float grad_scale,
+                         int n_threads) {
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
@@ -147,11 +147,11 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
             int64_t i = blk * lanes, rows = m - i < lanes ? m - i : lanes;
             float *dz = dlogits ? dlogits + i * n : NULL;
             if (lanes == 16)
-                mnc_softmax_xent_rows_avx512(dz, row_loss + i, logits + i * n, labels + i,
-                                             rows, n, grad_scale);
+                mnc_softmax_xent_rows_avx512(dz, row_loss + i, logits + i * n, labels + i, rows, n,
+                                             grad_scale);
             else
-                mnc_softmax_xent_rows_avx2(dz, row_loss + i, logits + i * n, labels + i,
-                                           rows, n, grad_scale);
+                mnc_softmax_xent_rows_avx2(dz, row_loss + i, logits + i * n, labels + i, rows, n,
+                                           grad_scale);
         }
     } else
 #endif
@@ -189,8 +189,7 @@ int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct, const float *logits,
 }
 
 void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
-                         const int32_t *idx, int64_t m, int64_t d, float scale,
-                         int n_threads) {
+                         const int32_t *idx, int64_t m, int64_t d, float scale, int n_threads) {
     int team = mnc_team_size(n_threads, m * d, MIN_ELEMENTS_PER_THREAD);
 #ifdef MNC_NN_X86
     const int avx512 = mnc_isa_active() == MNC_ISA_AVX512;

@@ -21,8 +21,7 @@
 
 // dst[j] = (float)src[j] * scale: an exact convert and one float32 multiply, as nn.c's
 // loop does.
-KERNEL_TARGET void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d,
-                                       float scale) {
+KERNEL_TARGET void mnc_scale_u8_avx512(float *dst, const uint8_t *src, int64_t d, float scale) {
     vec vs = vset1(scale);
     int64_t j = 0;
     for (; j + VW <= d; j += VW) {

@@ -10,8 +10,7 @@
 
 // sum[j] = x[0][j] + ... + x[m-1][j] in that order, for j < width <= 256; row i of x
 // starts at x + i * ld.
-KERNEL_TARGET void COLSUM_BLOCK(float *sum, const float *x, int64_t m, int64_t ld,
-                                int64_t width) {
+KERNEL_TARGET void COLSUM_BLOCK(float *sum, const float *x, int64_t m, int64_t ld, int64_t width) {
     for (int64_t c0 = 0; c0 < width; c0 += 16 * VW) {
         vec acc[16];
         vmask mask[16];

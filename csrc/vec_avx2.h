@@ -14,7 +14,7 @@
 #define VW 8  // floats per vector
 
 typedef __m256 vec;
-typedef __m256i veci;  // VW int32 lanes
+typedef __m256i veci;   // VW int32 lanes
 typedef __m256i vmask;  // a lane mask: lane i is in when its sign bit is set
 
 // Floats.

@@ -12,7 +12,7 @@
 #define VW 16  // floats per vector
 
 typedef __m512 vec;
-typedef __m512i veci;    // VW int32 lanes
+typedef __m512i veci;     // VW int32 lanes
 typedef __mmask16 vmask;  // a lane mask: bit i = lane i
 
 // Floats.
