@@ -4,6 +4,7 @@ percentage of that peak, with mnistc/NumPy ratios for the GEMMs.
 
 Machines change between sessions (Zen 4 runs AVX-512 at the AVX2 rate, Zen 5 and the
 Xeons at twice it), so targets are fractions of the peak measured in the same run."""
+
 import pytest
 
 from mnistc import _kernels
@@ -26,8 +27,10 @@ def measure_peaks():
     try:
         for isa in peak_targets(active):
             _kernels.set_isa(isa)
-            PEAKS[isa] = {t: max(_kernels.fma_peak(PEAK_SECONDS, n_threads=t)
-                                 for _ in range(PEAK_RUNS)) for t in PEAK_THREADS}
+            PEAKS[isa] = {
+                t: max(_kernels.fma_peak(PEAK_SECONDS, n_threads=t) for _ in range(PEAK_RUNS))
+                for t in PEAK_THREADS
+            }
     finally:
         _kernels.set_isa(active)
     return PEAKS[active]
@@ -46,23 +49,32 @@ def pytest_terminal_summary(terminalreporter, config):
     write = terminalreporter.write_line
     if PEAKS:
         write("")
-        write("FMA peak (GFLOP/s): " + "; ".join(
-            f"{isa} " + ", ".join(f"{t} thread{'s' * (t > 1)} {g:.1f}" for t, g in p.items())
-            for isa, p in PEAKS.items()))
+        write(
+            "FMA peak (GFLOP/s): "
+            + "; ".join(
+                f"{isa} " + ", ".join(f"{t} thread{'s' * (t > 1)} {g:.1f}" for t, g in p.items())
+                for isa, p in PEAKS.items()
+            )
+        )
         if any(p[2] < 1.2 * p[1] for p in PEAKS.values()):
-            write("  (a 2-thread peak below 1.2x the 1-thread one: the second core was busy "
-                  "while it was measured, or the two share a core; read 2-thread percentages "
-                  "with care)")
-    steps = sorted((b for b in benches if "mflop_per_step" in b.extra_info),
-                   key=lambda b: (b.extra_info["net"], b.extra_info["threads"],
-                                  b.extra_info["impl"]))
+            write(
+                "  (a 2-thread peak below 1.2x the 1-thread one: the second core was busy "
+                "while it was measured, or the two share a core; read 2-thread percentages "
+                "with care)"
+            )
+    steps = sorted(
+        (b for b in benches if "mflop_per_step" in b.extra_info),
+        key=lambda b: (b.extra_info["net"], b.extra_info["threads"], b.extra_info["impl"]),
+    )
     if steps:
         write("")
         write("step                    best us  median us  GFLOP/s  % of peak")
         for b in steps:
             i = b.extra_info
-            write(f"{i['net']:6s} {i['impl']:7s} {i['threads']}t  {b.stats.min * 1e6:9.0f}  "
-                  f"{b.stats.median * 1e6:9.0f}  {i['gflops']:7.1f}  {i['pct_of_peak']:8.1f}%")
+            write(
+                f"{i['net']:6s} {i['impl']:7s} {i['threads']}t  {b.stats.min * 1e6:9.0f}  "
+                f"{b.stats.median * 1e6:9.0f}  {i['gflops']:7.1f}  {i['pct_of_peak']:8.1f}%"
+            )
     rows = {}
     for b in benches:
         i = b.extra_info
@@ -71,8 +83,10 @@ def pytest_terminal_summary(terminalreporter, config):
             rows.setdefault(key, {})[(i["impl"], i["threads"])] = i
     if rows:
         write("")
-        write("GEMM, best round: GFLOP/s mnistc / NumPy, mnistc's multiple and % of peak, "
-              "at 1 thread | 2 threads")
+        write(
+            "GEMM, best round: GFLOP/s mnistc / NumPy, mnistc's multiple and % of peak, "
+            "at 1 thread | 2 threads"
+        )
         for (name, mnk, trans), r in sorted(rows.items()):
             cells = []
             for t in (1, 2):

@@ -1,6 +1,7 @@
 """The CPU target (csrc/cpu.c through mnistc._kernels): the names, set_isa, and MNISTC_ISA,
 which only C reads: a value that names no target is an error from every function that
 runs a kernel or reports the target."""
+
 import math
 import os
 import subprocess
@@ -8,9 +9,10 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, supported_isas
 
 from mnistc import _kernels
+
+from conftest import REPO, supported_isas
 
 
 def test_isa_names_run_from_most_portable_to_fastest():
@@ -41,8 +43,15 @@ def run_python(code, isa_env):
     env.pop("MNISTC_ISA", None)
     if isa_env is not None:
         env["MNISTC_ISA"] = isa_env
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # Each entry point, called with valid arguments; with a bad MNISTC_ISA each must raise.
@@ -81,8 +90,9 @@ def test_unknown_isa_in_the_environment_stops_every_entry_point():
     lines = result.stdout.splitlines()
     assert len(lines) == 10, result.stdout
     for line in lines:
-        assert line.endswith(
-            "ValueError: MNISTC_ISA='sse9' is not one of generic, avx2, avx512"), line
+        assert line.endswith("ValueError: MNISTC_ISA='sse9' is not one of generic, avx2, avx512"), (
+            line
+        )
     # What the hardware supports is still reported: that depends on no setting.
     result = run_python("from mnistc import _kernels as K; print(K.isa_supported())", "sse9")
     assert result.stdout.strip() == _kernels.isa_supported(), result.stderr
@@ -110,23 +120,27 @@ def test_a_target_name_in_the_environment_caps_the_target(name):
 # ---------------------------------------------------------------------------------
 # The yardstick (csrc/peak.c): the multiply-add peak bench/ states speeds against
 
+
 @pytest.mark.parametrize("n_threads", [1, 2, None])
 def test_fma_peak_is_a_positive_finite_rate(isa, n_threads):
     gflops = _kernels.fma_peak(0.01, n_threads=n_threads)
     assert isinstance(gflops, float) and math.isfinite(gflops) and gflops > 0.0
 
 
-@pytest.mark.parametrize("kwargs, error, fragment", [
-    ({"seconds": 0}, ValueError, "seconds"),
-    ({"seconds": -1.0}, ValueError, "seconds"),
-    ({"seconds": float("nan")}, ValueError, "seconds"),
-    ({"seconds": float("inf")}, ValueError, "seconds"),
-    ({"seconds": 10.5}, ValueError, "seconds"),
-    ({"seconds": "0.1"}, TypeError, "seconds"),
-    ({"seconds": None}, TypeError, "seconds"),
-    ({"n_threads": -1}, ValueError, "n_threads"),
-    ({"n_threads": "2"}, TypeError, "n_threads"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, fragment",
+    [
+        ({"seconds": 0}, ValueError, "seconds"),
+        ({"seconds": -1.0}, ValueError, "seconds"),
+        ({"seconds": float("nan")}, ValueError, "seconds"),
+        ({"seconds": float("inf")}, ValueError, "seconds"),
+        ({"seconds": 10.5}, ValueError, "seconds"),
+        ({"seconds": "0.1"}, TypeError, "seconds"),
+        ({"seconds": None}, TypeError, "seconds"),
+        ({"n_threads": -1}, ValueError, "n_threads"),
+        ({"n_threads": "2"}, TypeError, "n_threads"),
+    ],
+)
 def test_fma_peak_rejects_bad_arguments(kwargs, error, fragment):
     with pytest.raises(error, match=fragment):
         _kernels.fma_peak(**kwargs)
