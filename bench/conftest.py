@@ -10,7 +10,10 @@ import pytest
 from mnistc import _kernels
 
 PEAK_THREADS = (1, 2)
-PEAK_SECONDS, PEAK_RUNS = 0.2, 3  # the best of 3 runs, each the best ~0.5 ms window of 0.2 s
+# Each run is the best ~0.5 ms window of 0.2 s. A rate is the best of 3 runs, and of up to
+# 10 when the 2-thread one stays below 1.8x the 1-thread one: all threads must run at once
+# in a window, which other processes on the host can prevent for a while.
+PEAK_SECONDS, PEAK_RUNS, PEAK_MAX_RUNS = 0.2, 3, 10
 
 # {target: {threads: GFLOP/s}}, filled by the first benchmark that asks.
 PEAKS = {}
@@ -27,10 +30,15 @@ def measure_peaks():
     try:
         for isa in peak_targets(active):
             _kernels.set_isa(isa)
-            PEAKS[isa] = {
-                t: max(_kernels.fma_peak(PEAK_SECONDS, n_threads=t) for _ in range(PEAK_RUNS))
+            peak = {
+                t: max(_kernels.fma_peak(PEAK_SECONDS, t) for _ in range(PEAK_RUNS))
                 for t in PEAK_THREADS
             }
+            for _ in range(PEAK_MAX_RUNS - PEAK_RUNS):
+                if peak[2] >= 1.8 * peak[1]:
+                    break
+                peak[2] = max(peak[2], _kernels.fma_peak(PEAK_SECONDS, 2))
+            PEAKS[isa] = peak
     finally:
         _kernels.set_isa(active)
     return PEAKS[active]
