@@ -2,8 +2,9 @@
 
 pytest-benchmark measures one implementation after the other, so on a shared host a
 burst of load lands on whichever row is running. This script takes a block of steps
-of each implementation in turn, round after round, and prints the medians and the
-multiples (another implementation's time over mnistc's). It uses the same step
+of each implementation in turn, round after round, and prints the medians, the
+multiples (another implementation's time over mnistc's) and each median as a percentage
+of this machine's one-thread FMA peak, measured first. It uses the same step
 functions as test_bench_train.py. Pin it to one CPU so that XLA and the BLAS stay on
 one core too; at two threads interleaving is unfair to thread pools that fall asleep
 while the others run, so use the pytest-benchmark sessions there.
@@ -23,7 +24,7 @@ import numpy as np
 os.environ["MNISTC_BENCH_JAX_THREADS"] = "1"  # before test_bench_train reads it
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_bench_train as tb  # noqa: E402  (the bench's own step functions)
-from mnistc import data  # noqa: E402
+from mnistc import _kernels, data  # noqa: E402
 
 IMPLS = ("mnistc", "numpy", "torch", "jax")
 STEPS_PER_BLOCK = {"small": 50, "wide": 5}
@@ -65,6 +66,8 @@ def main():
     fns = step_functions(args.net, impls, train)
     per = STEPS_PER_BLOCK[args.net]
     seconds = {impl: [] for impl in fns}
+    peak = _kernels.fma_peak(0.3, n_threads=1)
+    gflop = tb.step_flops(args.net) / 1e9
     with tb.thread_limit(1):
         for fn in fns.values():
             for _ in range(10):  # warm caches and jit
@@ -76,9 +79,11 @@ def main():
                     fn()
                 seconds[impl].append((time.perf_counter() - start) / per)
     ours = np.median(seconds["mnistc"])
-    print(f"{args.net}, 1 thread, {args.rounds} rounds of {per} steps: " + ", ".join(
-        f"{impl} {np.median(s) * 1e6:.0f} us (x{np.median(s) / ours:.2f})"
-        for impl, s in seconds.items()))
+    print(f"{args.net}, 1 thread, {args.rounds} rounds of {per} steps, "
+          f"FMA peak {peak:.1f} GFLOP/s ({_kernels.isa_active()}): " + ", ".join(
+              f"{impl} {np.median(s) * 1e6:.0f} us (x{np.median(s) / ours:.2f}, "
+              f"{100 * gflop / np.median(s) / peak:.1f}% of peak)"
+              for impl, s in seconds.items()))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """SGEMM speed: mnistc against NumPy (its OpenBLAS) in the same session, on every GEMM of
 the training step of the small (784-128-32-10) and wide (784-1024-1024-10) nets at batch
 1, 100 and 256, plus 1024³. Each shape runs for mnistc and NumPy at 1 and 2 threads;
-GFLOP/s, the CPU target and NumPy's BLAS core go in extra_info, and bench/conftest.py
-prints mnistc/NumPy ratios at the end.
+GFLOP/s, its percentage of this machine's FMA peak at that thread count (measured in the
+same session, bench/conftest.py), the CPU target and NumPy's BLAS core go in extra_info,
+and bench/conftest.py prints the figures and mnistc/NumPy ratios at the end.
 
     python -m pytest bench/test_bench_gemm.py -q -p no:cacheprovider
     python -m pytest bench/test_bench_gemm.py -k "small and b100"   # a subset
@@ -79,7 +80,7 @@ def operands(rng, shape):
     return a, b, np.zeros((m, n), np.float32)
 
 
-def measure(benchmark, run, shape, impl, threads, **info):
+def measure(benchmark, run, shape, impl, threads, peak, **info):
     name, m, n, k, trans_a, trans_b = shape
     flops = 2.0 * m * n * k
     benchmark.extra_info.update(
@@ -88,8 +89,10 @@ def measure(benchmark, run, shape, impl, threads, **info):
     rounds, iterations = rounds_for(flops)
     benchmark.pedantic(run, rounds=rounds, iterations=iterations, warmup_rounds=1)
     stats = getattr(benchmark, "stats", None)
-    if stats is not None:
-        benchmark.extra_info["gflops"] = round(flops / stats.stats.min / 1e9, 1)
+    if stats is not None:  # the best round, as the peak is the best window
+        gflops = flops / stats.stats.min / 1e9
+        benchmark.extra_info.update(gflops=round(gflops, 1),
+                                    pct_of_peak=round(100.0 * gflops / peak[threads], 1))
 
 
 # Shape by shape, mnistc then NumPy, so that both see the same machine; switching library
@@ -102,7 +105,7 @@ _last_impl = [None]
 
 @pytest.mark.parametrize("shape,impl,threads", CASES,
                          ids=[f"{s[0]}-{i}-{t}t" for s, i, t in CASES])
-def test_gemm(benchmark, rng, shape, impl, threads):
+def test_gemm(benchmark, rng, fma_peak, shape, impl, threads):
     if impl == "numpy" and threadpoolctl is None and threads != 1:
         pytest.skip("threadpoolctl is needed to set NumPy's thread count")
     if _last_impl[0] not in (None, impl):
@@ -113,14 +116,14 @@ def test_gemm(benchmark, rng, shape, impl, threads):
     if impl == "mnistc":
         def run():
             _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, n_threads=threads)
-        measure(benchmark, run, shape, "mnistc", threads, isa=_kernels.isa_active())
+        measure(benchmark, run, shape, "mnistc", threads, fma_peak, isa=_kernels.isa_active())
         return
     op_a, op_b = (a.T if trans_a else a), (b.T if trans_b else b)
 
     def run():
         np.matmul(op_a, op_b, out=c)
     if threadpoolctl is None:
-        measure(benchmark, run, shape, "numpy", threads, blas=blas_core())
+        measure(benchmark, run, shape, "numpy", threads, fma_peak, blas=blas_core())
         return
     with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
-        measure(benchmark, run, shape, "numpy", threads, blas=blas_core())
+        measure(benchmark, run, shape, "numpy", threads, fma_peak, blas=blas_core())

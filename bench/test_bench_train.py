@@ -3,7 +3,9 @@ NumPy (and in PyTorch and JAX when installed), measured side by side in one sess
 
 Groups: `step` (one training step, batch fetch included, small and wide nets, 1 and 2
 threads) and `epoch` (one pass over the 55000 training examples of the tutorial's net).
-Compare rows of one run, never numbers from different runs. See bench/README.md.
+Each step row records its GFLOP/s and percentage of this machine's FMA peak at its
+thread count (measured in the same session, bench/conftest.py). Compare rows of one run,
+never numbers from different runs. See bench/README.md.
 """
 import contextlib
 import os
@@ -169,6 +171,15 @@ def jax_step_fn(model, threads):
     return step
 
 
+def step_flops(net):
+    """The flops of one step's GEMMs (2mnk each): forward, weight gradients, and input
+    gradients of every layer but the first; the element-wise work is not counted."""
+    hidden, batch = NETS[net]
+    sizes = (784,) + hidden + (10,)
+    layers = list(zip(sizes, sizes[1:]))
+    return 2 * batch * (2 * sum(a * b for a, b in layers) + sum(a * b for a, b in layers[1:]))
+
+
 def make_model(net):
     hidden, batch = NETS[net]
     model = MLP(hidden, batch, input_size=784, num_classes=10)
@@ -180,7 +191,7 @@ def make_model(net):
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("impl", ["mnistc", "numpy", "torch", "jax"])
 @pytest.mark.parametrize("net", list(NETS))
-def test_step(benchmark, train_set, net, impl, threads):
+def test_step(benchmark, train_set, fma_peak, net, impl, threads):
     if JAX_THREADS == 1 and threads > 1:
         pytest.skip("this session is pinned to one CPU (MNISTC_BENCH_JAX_THREADS=1)")
     model, batch = make_model(net)
@@ -209,12 +220,14 @@ def test_step(benchmark, train_set, net, impl, threads):
         loss = benchmark.pedantic(run, rounds=200 if net == "small" else 20, iterations=5,
                                   warmup_rounds=2)
     assert np.isfinite(loss)
-    hidden, _ = NETS[net]
-    sizes = (784,) + hidden + (10,)
-    flops = 2 * batch * sum(a * b for a, b in zip(sizes, sizes[1:])) * 2 \
-        + 2 * batch * sum(a * b for a, b in zip(sizes[1:-1], sizes[2:]))
+    flops = step_flops(net)
     benchmark.extra_info.update(net=net, impl=impl, threads=threads, batch=batch,
                                 mflop_per_step=flops / 1e6)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:  # the best round, as the peak is the best window
+        gflops = flops / stats.stats.min / 1e9
+        benchmark.extra_info.update(gflops=round(gflops, 1),
+                                    pct_of_peak=round(100.0 * gflops / fma_peak[threads], 1))
 
 
 @pytest.mark.benchmark(group="epoch")

@@ -41,14 +41,14 @@
 
 #define KC MNC_GEMM_KC
 
-// A thread gets at least this many flops (2·m·n·k). Measured on 2 cores (AVX-512):
-// with the workers hot, a second thread already pays from ~0.8 MFLOP (6.4 -> 5.2 µs) and
-// is slower at 0.2; a cold start (workers asleep after ~1-2 ms idle) adds ~45 µs. At 2
-// MFLOP per thread, the model's 0.8-2.1 MFLOP GEMMs stay on one thread and its >= 6.5
-// MFLOP ones (100x128x256: 38 -> 30 µs, 100x784x128: 137 -> 76 µs) use two.
+// A thread gets at least this many flops (2·m·n·k). Starting a team costs about a
+// microsecond while its workers spin and tens of microseconds once they sleep (after a
+// millisecond or two idle), so below this a second thread saves less than it costs. The
+// small model's 0.8-2.1 MFLOP GEMMs stay on one thread; its >= 6.5 MFLOP ones get two.
 #define MIN_FLOPS_PER_THREAD 2000000
 
-// The same for the row path (m == 1), which runs at memory speed (~10 GFLOP/s).
+// The same for the row path (m == 1): it runs at the speed B streams from memory, about
+// a tenth of the tile kernels' rate, so the same time per thread is a tenth of the flops.
 #define ROW_MIN_FLOPS_PER_THREAD 200000
 
 // An untransposed B is read in place while one KC block of it fits in this many bytes (it
@@ -58,37 +58,30 @@
 #define DIRECT_B_BYTES (512 << 10)
 
 // ... but not when its rows are this many floats (1 KiB) or more apart: a panel's rows
-// then sit on a new 4 KiB page every few k, which the prefetchers do not follow, and
-// packing pays even for a B read by a handful of row tiles (measured, in-process A/B:
-// 784x1024x100 and 784x1000x100 TN 1.08-1.25x faster packed on AVX-512, 1.14-1.21x on
-// AVX2; at 128-float rows, the small model's, reading in place stays as fast).
+// then sit on a new 4 KiB page every few k, which the hardware prefetchers do not follow,
+// so packing pays even for a B read by a handful of row tiles. Closer rows (the small
+// model's 128 floats) are read in place as fast as packed.
 #define DIRECT_B_MAX_LDB 256
 
 // A transposed A tile (MR floats from each of kc rows lda apart) is copied to k-major form
 // when its rows would crowd a few L1 sets, i.e. lda is a multiple of PACK_A_LDA (rows a
 // multiple of 512 B apart use at most 8 of the 64 sets of a 48 KiB 12-way L1; 4 KiB
-// apart, one set), and a thread reuses it for at least PACK_A_MIN_PANELS B panels.
-// Otherwise reading in place is faster (measured: 784x128x100 TN, lda = 784: 149 ->
-// 155 GFLOP/s in place; 784x1024x256 TN, lda = 1024: 145 packed, 107-143 in place).
+// apart, one set), and a thread reuses it for at least PACK_A_MIN_PANELS B panels, which
+// repays the copy. Otherwise the tile is read in place.
 #define PACK_A_LDA 128
 #define PACK_A_MIN_PANELS 4
 
 // An untransposed A tile (MR rows lda apart, read as MR streams) is copied the same way
 // when its rows are a multiple of 4 KiB apart, where the MR lines the kernel reads at
-// each k all fall in one L1 set, and the target has a vectorised packer (AVX-512: 12 rows
-// in a 12-way set, so every line of B passing through evicts one of them; AVX2's 6 rows
-// leave room). Measured on AVX-512, packed vs in place alternating in one process, 1
-// thread: 256x1024x1024 NN and NT, 100x1024x1024 NN, 1024^3 1.09-1.17x faster while
-// the host was busy, 0.99-1.01x when it was quiet (a scalar copy cost ~2%); the wide
-// step 0.95 / 1.00 of the time. At 2 KiB (lda 512) in place stays as fast.
+// each k all fall in one L1 set, and the target has a packer: AVX-512's 12 rows fill a
+// 12-way set, so every line of B passing through evicts one of them, while AVX2's 6 rows
+// leave room, as do rows 2 KiB apart (two sets). The packer transposes in registers; a
+// scalar copy would cost about what the copy saves.
 #define PACK_A_ROWS_LDA 1024
 
-#ifndef SPLIT_KB
+// The deepest sub-block of a KC block (see the top) and the size of a packed B block.
 #define SPLIT_KB 256
-#endif
-#ifndef PACK_B_BYTES
 #define PACK_B_BYTES (1 << 20)
-#endif
 
 // Per-target block sizes and microkernel, filled from gemm_kernel.h. KC is MNC_GEMM_KC on
 // every target (it is part of the rounding contract); NC bounds the packed B block
@@ -97,22 +90,36 @@ typedef struct gemm_target {
     int mr, nr;
     int64_t nc;
     mnc_gemm_ukernel *kernel;
-    mnc_gemm_pack_b *pack_b;    // NULL: the portable copy in pack_b_panel
-    mnc_gemm_pack_b *pack_bt;   // NULL: the portable transpose in pack_b_panel
-    mnc_gemm_row *row;          // NULL: m == 1 goes through the tile kernel
-    mnc_gemm_row *row_t;        // the same for m == 1 with a transposed B
-    mnc_gemm_pack_a *pack_a;    // NULL: an untransposed A is always read in place
+    mnc_gemm_pack_b *pack_b;   // NULL: the portable copy in pack_b_panel
+    mnc_gemm_pack_b *pack_bt;  // NULL: the portable transpose in pack_b_panel
+    mnc_gemm_row *row;         // NULL: m == 1 goes through the tile kernel
+    mnc_gemm_row *row_t;       // the same for m == 1 with a transposed B
+    mnc_gemm_pack_a *pack_a;   // NULL: an untransposed A is always read in place
 } gemm_target;
 
 static const gemm_target targets[3] = {
-    {MNC_GENERIC_MR, MNC_GENERIC_NR, 256, mnc_gemm_ukernel_generic, NULL, NULL, NULL, NULL,
-     NULL},
+    [MNC_ISA_GENERIC] = {.mr = MNC_GENERIC_MR,
+                         .nr = MNC_GENERIC_NR,
+                         .nc = 256,
+                         .kernel = mnc_gemm_ukernel_generic},
 #ifdef MNC_GEMM_X86
-    {MNC_AVX2_MR, MNC_AVX2_NR, 256, mnc_gemm_ukernel_avx2, mnc_gemm_pack_b_avx2,
-     mnc_gemm_pack_bt_avx2, mnc_gemm_row_avx2, mnc_gemm_row_t_avx2, NULL},
-    {MNC_AVX512_MR, MNC_AVX512_NR, 256, mnc_gemm_ukernel_avx512, mnc_gemm_pack_b_avx512,
-     mnc_gemm_pack_bt_avx512, mnc_gemm_row_avx512, mnc_gemm_row_t_avx512,
-     mnc_gemm_pack_a_avx512},
+    [MNC_ISA_AVX2] = {.mr = MNC_AVX2_MR,
+                      .nr = MNC_AVX2_NR,
+                      .nc = 256,
+                      .kernel = mnc_gemm_ukernel_avx2,
+                      .pack_b = mnc_gemm_pack_b_avx2,
+                      .pack_bt = mnc_gemm_pack_bt_avx2,
+                      .row = mnc_gemm_row_avx2,
+                      .row_t = mnc_gemm_row_t_avx2},
+    [MNC_ISA_AVX512] = {.mr = MNC_AVX512_MR,
+                        .nr = MNC_AVX512_NR,
+                        .nc = 256,
+                        .kernel = mnc_gemm_ukernel_avx512,
+                        .pack_b = mnc_gemm_pack_b_avx512,
+                        .pack_bt = mnc_gemm_pack_bt_avx512,
+                        .row = mnc_gemm_row_avx512,
+                        .row_t = mnc_gemm_row_t_avx512,
+                        .pack_a = mnc_gemm_pack_a_avx512},
 #endif
 };
 
@@ -133,13 +140,13 @@ typedef struct gemm_call {
     float *c;
     int64_t ldc;
     const mnc_epilogue *ep;
-    int pack_all;      // pack every B panel (transposed B), else only a partial last one
-    int64_t nc;        // columns per column block
-    int pack_a;        // copy each A tile to k-major form (PACK_A_LDA, PACK_A_ROWS_LDA)
-    int64_t kb;        // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
-    int64_t slot;      // floats of packing buffer per (virtual) thread: B panels, A tile
-    int64_t slot_b;    // the B panels' part of it
-    int row_path;      // m == 1: the target's row kernel (row_t for a transposed B)
+    int b_packed;    // every B panel is packed (see the top), else only a partial last one
+    int64_t nc;      // columns per column block
+    int pack_a;      // copy each A tile to k-major form (PACK_A_LDA, PACK_A_ROWS_LDA)
+    int64_t kb;      // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
+    int64_t slot;    // floats of packing buffer per (virtual) thread: B panels, A tile
+    int64_t slot_b;  // the B panels' part of it
+    int row_path;    // m == 1: the target's row kernel (row_t for a transposed B)
     int team;
 } gemm_call;
 
@@ -147,8 +154,8 @@ static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
 static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // dst[p * NR + j] = op(B)(p0 + p, j0 + j) for p < kc, j < nr, and 0 for nr <= j < NR.
-static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0,
-                         int64_t kc, int64_t j0, int nr) {
+static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0, int64_t kc,
+                         int64_t j0, int nr) {
     if (!g->trans_b) {
         for (int64_t p = 0; p < kc; p++) {
             const float *src = g->b + (p0 + p) * g->ldb + j0;
@@ -172,8 +179,8 @@ static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0
 
 // Columns [j0, j1) of op(B) rows [p0, p0 + kc) as consecutive panels kc * NR floats apart,
 // through the target's packer when it has one.
-static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc,
-                          int64_t j0, int64_t j1) {
+static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
+                          int64_t j1) {
     const int nr_tile = g->t->nr;
     mnc_gemm_pack_b *pack = g->trans_b ? g->t->pack_bt : g->t->pack_b;
     if (pack != NULL) {
@@ -190,8 +197,8 @@ static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc
 // Transposed, it is a copy of mr contiguous floats per k, and it turns kc rows that may be
 // 4 KiB apart (L1 set conflicts, a TLB entry each) into one contiguous stream;
 // untransposed, the target's packer transposes mr rows.
-static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0,
-                        int64_t kc, int64_t i0, int mr) {
+static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0, int64_t kc,
+                        int64_t i0, int mr) {
     const int64_t lda = g->lda;
     if (!g->trans_a) {
         g->t->pack_a(dst, g->a + i0 * lda + p0, lda, kc, mr);
@@ -199,7 +206,7 @@ static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0,
     }
     const float *src = g->a + p0 * lda + i0;
     // A constant length lets the compiler copy a row in a few vector moves.
-#define COPY_ROWS(len)                                                                  \
+#define COPY_ROWS(len) \
     for (int64_t p = 0; p < kc; p++) memcpy(dst + p * mr_tile, src + p * lda, (len) * sizeof(float))
     if (mr == MNC_AVX512_MR) COPY_ROWS(MNC_AVX512_MR);
     else if (mr == MNC_AVX2_MR) COPY_ROWS(MNC_AVX2_MR);
@@ -210,8 +217,8 @@ static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0,
 
 // The epilogue as a pass over C[i0 .. i0+mr, j0 .. j0+nr), for the row path and the
 // unbuffered fallback; tiles get it from the microkernel, in registers.
-static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t i0,
-                          int64_t j0, int mr, int nr) {
+static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t i0, int64_t j0,
+                          int mr, int nr) {
     for (int r = 0; r < mr; r++) {
         float *row = c + (i0 + r) * ldc + j0;
         if (ep->bias != NULL)
@@ -230,10 +237,7 @@ static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t
 // twice). A B read in place goes by rows unless panels give the busiest thread a share
 // at least 10% smaller: each thread then multiplies its own A tiles by every panel of a
 // B small enough to sit in every core's L2, and in a training step its rows of the
-// batch are the ones it gathered. Measured at 2 threads, rows vs panels, alternating in
-// one process: 784x128x100 TN 0.87-0.90 of the time on AVX2 (0.76 on AVX-512),
-// 256x128x784 NN 0.91-0.93 on AVX2, 100x128x784 NN 0.95-1.0 on both; the small model's
-// 2-thread step 0.97-1.0 (its forward GEMM used to go by panels).
+// batch are the ones it gathered, already in its cache.
 static int split_panels(int64_t panels, int64_t row_tiles, int team, int packed_b) {
     if (panels < team) return 0;
     if (row_tiles < team) return 1;
@@ -258,7 +262,7 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
     for (int64_t jc = 0; jc < g->n; jc += g->nc) {
         int64_t panels = ceil_div(min64(g->nc, g->n - jc), nr_tile);
         int64_t q0 = 0, q1 = panels, i0 = 0, i1 = row_tiles;
-        if (split_panels(panels, row_tiles, g->team, g->pack_all)) {
+        if (split_panels(panels, row_tiles, g->team, g->b_packed)) {
             q0 = panels * part / g->team, q1 = panels * (part + 1) / g->team;
         } else {
             i0 = row_tiles * part / g->team, i1 = row_tiles * (part + 1) / g->team;
@@ -277,7 +281,7 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                 int64_t p0 = pc + ps, kb = min64(kb_step, kc - ps);
                 int flags = (ps > 0 ? MNC_UK_ACC_IN : 0) | (ps + kb < kc ? MNC_UK_ACC_OUT : 0);
                 int last = last_block && ps + kb >= kc;
-                if (g->pack_all) {
+                if (g->b_packed) {
                     pack_b_panels(buf, g, p0, kb, jc + q0 * nr_tile,
                                   min64(g->n, jc + q1 * nr_tile));
                 } else if (jc + q1 * nr_tile > g->n) {  // the partial last panel
@@ -297,9 +301,9 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                     for (int64_t q = q0; q < q1; q++) {
                         int64_t j = jc + q * nr_tile;
                         int nr = (int)min64(nr_tile, g->n - j);
-                        const float *b = buf + (g->pack_all ? (q - q0) * kb * nr_tile : 0);
+                        const float *b = buf + (g->b_packed ? (q - q0) * kb * nr_tile : 0);
                         int64_t rs_b = nr_tile;
-                        if (!g->pack_all && nr == nr_tile)
+                        if (!g->b_packed && nr == nr_tile)
                             b = g->b + p0 * g->ldb + j, rs_b = g->ldb;
                         float *c = g->c + i * g->ldc + j;
                         const mnc_uk_epilogue *tile_ep = NULL;
@@ -307,14 +311,15 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                         if (last && g->ep != NULL) {
                             const mnc_epilogue *ep = g->ep;
                             here = (mnc_uk_epilogue){
-                                ep->bias != NULL ? ep->bias + j : NULL, ep->relu,
-                                ep->relu_mask != NULL ? ep->relu_mask + i * ep->ld_mask + j
-                                                      : NULL,
-                                ep->ld_mask};
+                                .bias = ep->bias != NULL ? ep->bias + j : NULL,
+                                .relu = ep->relu,
+                                .mask = ep->relu_mask != NULL ? ep->relu_mask + i * ep->ld_mask + j
+                                                              : NULL,
+                                .ld_mask = ep->ld_mask};
                             tile_ep = &here;
                         }
-                        t->kernel(kb, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c,
-                                  g->ldc, flags, tile_ep);
+                        t->kernel(kb, mr, nr, g->alpha, a, rs_a, cs_a, b, rs_b, beta, c, g->ldc,
+                                  flags, tile_ep);
                     }
                 }
             }
@@ -335,8 +340,8 @@ static void gemm_row_part(const gemm_call *g, int part) {
     do {
         int64_t kc = min64(KC, g->k - pc);
         const float *b = g->trans_b ? g->b + j0 * g->ldb + pc : g->b + pc * g->ldb + j0;
-        row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, b, g->ldb,
-            pc == 0 ? g->beta : 1.0f, g->c + j0);
+        row(kc, j1 - j0, g->alpha, g->a + pc * inc_a, inc_a, b, g->ldb, pc == 0 ? g->beta : 1.0f,
+            g->c + j0);
         pc += kc;
     } while (pc < g->k);
     if (g->ep != NULL) epilogue_tile(g->ep, g->c, g->ldc, 0, j0, 1, (int)(j1 - j0));
@@ -348,8 +353,22 @@ static THREAD_LOCAL void *pack_raw;
 static THREAD_LOCAL float *pack_mem;
 static THREAD_LOCAL size_t pack_cap;
 
+// The most floats pack_buffer may allocate, and how many calls took gemm_unbuffered;
+// only tests look (mnc_gemm_test_pack_limit in internal.h).
+static size_t pack_limit = SIZE_MAX;
+static size_t unbuffered_calls;
+
+size_t mnc_gemm_test_pack_limit(size_t floats) {
+    size_t calls = unbuffered_calls;
+    pack_limit = floats, unbuffered_calls = 0;
+    free(pack_raw);
+    pack_raw = NULL, pack_mem = NULL, pack_cap = 0;
+    return calls;
+}
+
 static float *pack_buffer(size_t floats) {
     if (floats <= pack_cap) return pack_mem;
+    if (floats > pack_limit) return NULL;
     void *raw = malloc(floats * sizeof(float) + 64);
     if (raw == NULL) return NULL;
     free(pack_raw);
@@ -359,8 +378,10 @@ static float *pack_buffer(size_t floats) {
     return pack_mem;
 }
 
-// The same arithmetic one element at a time, for when the packing buffer cannot be had.
+// The same arithmetic one element at a time, for when the packing buffer cannot be had:
+// the same chains and roundings, so the same bits as the tiled path.
 static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
+    unbuffered_calls++;
     for (int64_t i = 0; i < g->m; i++) {
         for (int64_t j = 0; j < g->n; j++) {
             float *c = g->c + i * g->ldc + j;
@@ -374,7 +395,8 @@ static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
                     acc = hardware_fma ? fmaf(x, y, acc) : x * y + acc;
                 }
                 if (beta == 0.0f) *c = g->alpha * acc;
-                else *c = hardware_fma ? fmaf(g->alpha, acc, beta * *c) : g->alpha * acc + beta * *c;
+                else
+                    *c = hardware_fma ? fmaf(g->alpha, acc, beta * *c) : g->alpha * acc + beta * *c;
                 pc += kc;
             } while (pc < g->k);
         }
@@ -383,15 +405,29 @@ static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
         for (int64_t i = 0; i < g->m; i++) epilogue_tile(g->ep, g->c, g->ldc, i, 0, 1, (int)g->n);
 }
 
-void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                   float alpha, const float *a, int64_t lda, const float *b,
-                   int64_t ldb, float beta, float *c, int64_t ldc,
-                   const mnc_epilogue *ep, int n_threads) {
+void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc, const mnc_epilogue *ep, int n_threads) {
     if (m <= 0 || n <= 0) return;
     if (k < 0) k = 0;
     mnc_isa isa = mnc_isa_active();
-    gemm_call g = {target_for(isa), trans_a != 0, trans_b != 0, m, n, k, alpha, beta,
-                   a, b, lda, ldb, c, ldc, ep, 0, n, 0, 0, 0, 0, 0, 1};
+    gemm_call g = {.t = target_for(isa),
+                   .trans_a = trans_a != 0,
+                   .trans_b = trans_b != 0,
+                   .m = m,
+                   .n = n,
+                   .k = k,
+                   .alpha = alpha,
+                   .beta = beta,
+                   .a = a,
+                   .b = b,
+                   .lda = lda,
+                   .ldb = ldb,
+                   .c = c,
+                   .ldc = ldc,
+                   .ep = ep,
+                   .nc = n,
+                   .team = 1};
     if (ep != NULL && ep->bias == NULL && !ep->relu && ep->relu_mask == NULL) g.ep = NULL;
     float *buf = NULL;
     if (m == 1 && (g.trans_b ? g.t->row_t : g.t->row) != NULL) {
@@ -400,11 +436,11 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         if (g.team > ceil_div(n, 16)) g.team = (int)ceil_div(n, 16);
     } else {
         const int64_t mr = g.t->mr, nr = g.t->nr;
-        g.pack_all = g.trans_b ||
-                     (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
-                                 ldb >= DIRECT_B_MAX_LDB));
+        g.b_packed =
+            g.trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
+                                     ldb >= DIRECT_B_MAX_LDB));
         g.kb = k > SPLIT_KB ? SPLIT_KB : 0;
-        if (g.pack_all) {
+        if (g.b_packed) {
             // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
             int64_t depth = g.kb > 0 && beta == 0.0f && k <= KC ? g.kb : min64(KC, k);
             int64_t nc = PACK_B_BYTES / (depth * 4) / nr * nr;
@@ -420,7 +456,7 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 
         int64_t kc = min64(KC, k);
         int64_t slot_panels = 0;
-        if (g.pack_all) {  // the most panels one part packs, in a full or the last block
+        if (g.b_packed) {  // the most panels one part packs, in a full or the last block
             int64_t last = ceil_div(n - (ceil_div(n, g.nc) - 1) * g.nc, nr);
             slot_panels = panels_per_part(panels, row_tiles, g.team, 1);
             if (panels_per_part(last, row_tiles, g.team, 1) > slot_panels)
@@ -428,8 +464,8 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         } else if (n % nr != 0) {
             slot_panels = 1;
         }
-        g.pack_a = g.trans_a ? lda % PACK_A_LDA == 0
-                             : g.t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
+        g.pack_a =
+            g.trans_a ? lda % PACK_A_LDA == 0 : g.t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
         g.slot_b = kc * nr * slot_panels;
         g.slot = g.slot_b + (g.pack_a ? kc * mr : 0);
         if (g.slot > 0) {
@@ -445,7 +481,7 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
         }
     }
 
-    if (g.team == 1) {  // no parallel construct at all: even a disabled one costs ~0.5 µs
+    if (g.team == 1) {  // no parallel construct at all: even a disabled one has a cost
         if (g.row_path) gemm_row_part(&g, 0);
         else gemm_part(&g, buf, 0);
         return;

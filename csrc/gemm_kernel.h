@@ -64,8 +64,8 @@
 //
 // And a row kernel for m == 1 with a transposed B (NT: op(B)(p, j) = b[j * ldb + p], a
 // batch of one through the input gradient), the same chain and rounding, which
-// transposes B in registers as it goes instead of packing it: a packed copy of a
-// 1024 × 1024 B cost more than the whole product.
+// transposes B in registers as it goes instead of packing it: each element of B is used
+// once, so a packed copy would cost as much as the product.
 //
 // And a packer for an untransposed A tile (NULL: such tiles are read in place), to the
 // k-major form the kernel reads with cs_a = MR:
@@ -90,11 +90,9 @@ typedef struct mnc_uk_epilogue {
     int64_t ld_mask;
 } mnc_uk_epilogue;
 
-typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha,
-                              const float *a, int64_t rs_a, int64_t cs_a,
-                              const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc, int flags,
-                              const mnc_uk_epilogue *ep);
+typedef void mnc_gemm_ukernel(int64_t k, int mr, int nr, float alpha, const float *a, int64_t rs_a,
+                              int64_t cs_a, const float *b, int64_t rs_b, float beta, float *c,
+                              int64_t ldc, int flags, const mnc_uk_epilogue *ep);
 
 typedef void mnc_gemm_pack_b(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                              int64_t kc, int64_t n);
@@ -115,16 +113,21 @@ typedef void mnc_gemm_row(int64_t k, int64_t n, float alpha, const float *a, int
 #define MNC_AVX512_MR 12
 #define MNC_AVX512_NR 32
 
-void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha,
-                              const float *a, int64_t rs_a, int64_t cs_a,
-                              const float *b, int64_t rs_b,
-                              float beta, float *c, int64_t ldc, int flags,
-                              const mnc_uk_epilogue *ep);
+// peak.c's yardstick on each target (in the kernel files, built as the kernels are):
+// `iters` rounds of independent multiply-add chains on the target's widest vectors, no
+// memory traffic; returns the flops done and stores the chains' sum in sink (<= 16 floats).
+double mnc_fma_chains_generic(int64_t iters, float *sink);
+
+void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float alpha, const float *a, int64_t rs_a,
+                              int64_t cs_a, const float *b, int64_t rs_b, float beta, float *c,
+                              int64_t ldc, int flags, const mnc_uk_epilogue *ep);
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define MNC_GEMM_X86 1
-void mnc_gemm_pack_b_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
-                          int64_t kc, int64_t n);
+double mnc_fma_chains_avx2(int64_t iters, float *sink);
+double mnc_fma_chains_avx512(int64_t iters, float *sink);
+void mnc_gemm_pack_b_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb, int64_t kc,
+                          int64_t n);
 void mnc_gemm_pack_bt_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                            int64_t kc, int64_t n);
 void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
@@ -140,16 +143,12 @@ void mnc_gemm_pack_b_avx512(float *dst, int64_t panel_stride, const float *b, in
 void mnc_gemm_pack_bt_avx512(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                              int64_t kc, int64_t n);
 void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t lda, int64_t kc, int mr);
-void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha,
-                           const float *a, int64_t rs_a, int64_t cs_a,
-                           const float *b, int64_t rs_b,
-                           float beta, float *c, int64_t ldc, int flags,
-                           const mnc_uk_epilogue *ep);
-void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alpha,
-                             const float *a, int64_t rs_a, int64_t cs_a,
-                             const float *b, int64_t rs_b,
-                             float beta, float *c, int64_t ldc, int flags,
-                           const mnc_uk_epilogue *ep);
+void mnc_gemm_ukernel_avx2(int64_t k, int mr, int nr, float alpha, const float *a, int64_t rs_a,
+                           int64_t cs_a, const float *b, int64_t rs_b, float beta, float *c,
+                           int64_t ldc, int flags, const mnc_uk_epilogue *ep);
+void mnc_gemm_ukernel_avx512(int64_t k, int mr, int nr, float alpha, const float *a, int64_t rs_a,
+                             int64_t cs_a, const float *b, int64_t rs_b, float beta, float *c,
+                             int64_t ldc, int flags, const mnc_uk_epilogue *ep);
 #endif
 
 #endif  // MNISTC_GEMM_KERNEL_H

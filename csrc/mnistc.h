@@ -32,21 +32,37 @@ typedef enum mnc_isa {
     MNC_ISA_AVX2 = 1,     // AVX2 + FMA
     MNC_ISA_AVX512 = 2,   // AVX-512 F/BW/DQ/VL (with OS support for zmm state)
 } mnc_isa;
+#define MNC_ISA_COUNT 3
 
 // The best target this CPU and OS support (CPUID + XGETBV), independent of overrides.
 mnc_isa mnc_isa_supported(void);
 // The target in use. Chosen once, on first use, as the best supported target capped by
-// the MNISTC_ISA environment variable (generic|avx2|avx512).
+// the MNISTC_ISA environment variable: a target's name (unset or empty: no cap).
+// MNISTC_ISA is read once, here and nowhere else. A value that names no target caps
+// nothing and is reported by mnc_isa_env_invalid; the Python bindings then refuse to run
+// any kernel or report the target (ValueError naming the value and the valid names).
 mnc_isa mnc_isa_active(void);
+// The value of MNISTC_ISA when it names no target (a copy, at most 127 bytes), else NULL.
+const char *mnc_isa_env_invalid(void);
 // Caps the target in use at `isa` (the effective target is min(isa, supported)).
 // Returns the target now in use. Not thread-safe against running kernels.
 mnc_isa mnc_isa_set(mnc_isa isa);
-// "generic", "avx2" or "avx512".
+// "generic", "avx2" or "avx512": the names MNISTC_ISA takes, in the order of mnc_isa.
 const char *mnc_isa_name(mnc_isa isa);
+// The target whose name is `name`, or -1 when there is none.
+int mnc_isa_from_name(const char *name);
 // 1 when built with OpenMP, else 0 (every kernel then runs on one thread).
 int mnc_openmp_enabled(void);
 // The thread count used for n_threads <= 0: omp_get_max_threads() (1 without OpenMP).
 int mnc_max_threads(void);
+
+// The yardstick (peak.c): this machine's FP32 multiply-add peak in GFLOP/s on the
+// active target's widest vectors (2 flops per lane per FMA; the generic target: a
+// multiply and an add on 4-float vectors), n_threads threads (<= 0: mnc_max_threads())
+// running independent chains with no memory traffic, together, in windows of ~0.5 ms for
+// at least `seconds` (> 0): the best window's rate. bench/ states speeds as a fraction of
+// it, measured in the same run.
+double mnc_fma_peak_gflops(int n_threads, double seconds);
 
 // ---------------------------------------------------------------------------------
 // SGEMM (gemm.c + gemm_kernel_<isa>.c)
@@ -118,9 +134,9 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
 //   dlogits[i, j] = grad_scale * (softmax(logits[i, :])[j] - (j == labels[i]))  [m, n]
 // dlogits may be NULL (forward only) and may alias logits. grad_scale is 1/m for the
 // gradient of the mean loss. *mean_loss = (sum of row_loss in increasing i, in double)
-// / m. exp and log are mnistc's own (expf_accurate in nn.c), so results do not depend on
-// the C library. Returns 0, or -1 - i for the first row i whose label is outside
-// [0, n) (then nothing is written).
+// / m. exp and log are mnistc's own (nn_math.h), so results do not depend on the C
+// library. Returns 0, or -1 - i for the first row i whose label is outside [0, n) (then
+// nothing is written).
 int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
                          const float *logits, const int32_t *labels,
                          int64_t m, int64_t n, float grad_scale, int n_threads);

@@ -1,8 +1,8 @@
 // nn.c — the element-wise and row-wise kernels of an MLP step: bias+ReLU, ReLU
 // backward, column sums with an update, fused softmax cross-entropy, in_top_k and the
 // uint8 batch gather. Plain C11 that compilers vectorise; the gather, the column sums
-// and the softmax hand their rows to nn_avx512.c / nn_avx2.c on those targets (same
-// bits). Contracts are in mnistc.h.
+// and the softmax hand their rows to nn_avx512.c / nn_avx2.c (nn_simd.h) on those
+// targets (same bits). Contracts are in mnistc.h.
 //
 // exp and log are our own (nn_math.h), so the loss and gradients do not depend on the C
 // library, and the file must not be built with -ffast-math: the max-subtraction and
@@ -19,8 +19,9 @@
 
 // Elements per thread below which a second thread costs more than it saves.
 enum { MIN_ELEMENTS_PER_THREAD = 1 << 15 };
-// How many shuffled rows ahead the gather prefetches. Measured with perf on the small
-// training step: the gather's share fell from 6.5% to 4.6% (2, 4 and 8 rows alike).
+// How many shuffled rows ahead the gather asks for the next rows (see the loop): enough
+// lead for a row to arrive from DRAM while the rows before it are converted. The distance
+// is not critical; 2 to 8 rows do alike.
 enum { GATHER_PREFETCH_ROWS = 4 };
 
 #if defined(__GNUC__)
@@ -35,8 +36,8 @@ static inline void prefetch_bytes(const uint8_t *p, int64_t n) {
     if (n > 0) PREFETCH(p + n - 1);
 }
 
-void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m,
-                       int64_t n, int n_threads) {
+void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m, int64_t n,
+                       int n_threads) {
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t i = 0; i < m; i++) {
@@ -49,15 +50,16 @@ void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m,
     }
 }
 
-void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m,
-                           int64_t n, int n_threads) {
+void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m, int64_t n,
+                           int n_threads) {
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t i = 0; i < m; i++) {
         for (int64_t j = 0; j < n; j++) {
             int64_t at = i * n + j;
             // dy is read whatever y says: a load under the condition may not be hoisted,
-            // so the compiler branched per element (18 cycles each, half mispredicted).
+            // so the compiler would branch per element (mispredicted half the time)
+            // instead of selecting.
             float g = dy[at];
             dx[at] = y[at] > 0.0f ? g : 0.0f;
         }
@@ -66,11 +68,11 @@ void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m
 
 // Column blocks are what threads split, so each column's sum runs down i in order on
 // one thread whatever the thread count (and whatever the vector width: AVX-512 keeps a
-// block in 16 zmm registers, AVX2 half of it in 16 ymm; nn_avx512.c, nn_avx2.c).
+// block in 16 zmm registers, AVX2 half of it in 16 ymm at a time; nn_simd.h).
 enum { COLSUM_BLOCK = 256 };
 
-void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha,
-                         float beta, int n_threads) {
+void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha, float beta,
+                         int n_threads) {
     int64_t n_blocks = (n + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
 #ifdef MNC_NN_X86
@@ -129,9 +131,9 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
     return loss;
 }
 
-int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
-                         const float *logits, const int32_t *labels, int64_t m, int64_t n,
-                         float grad_scale, int n_threads) {
+int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, const float *logits,
+                         const int32_t *labels, int64_t m, int64_t n, float grad_scale,
+                         int n_threads) {
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
@@ -145,11 +147,11 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
             int64_t i = blk * lanes, rows = m - i < lanes ? m - i : lanes;
             float *dz = dlogits ? dlogits + i * n : NULL;
             if (lanes == 16)
-                mnc_softmax_xent_rows_avx512(dz, row_loss + i, logits + i * n, labels + i,
-                                             rows, n, grad_scale);
+                mnc_softmax_xent_rows_avx512(dz, row_loss + i, logits + i * n, labels + i, rows, n,
+                                             grad_scale);
             else
-                mnc_softmax_xent_rows_avx2(dz, row_loss + i, logits + i * n, labels + i,
-                                           rows, n, grad_scale);
+                mnc_softmax_xent_rows_avx2(dz, row_loss + i, logits + i * n, labels + i, rows, n,
+                                           grad_scale);
         }
     } else
 #endif
@@ -187,8 +189,7 @@ int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct, const float *logits,
 }
 
 void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
-                         const int32_t *idx, int64_t m, int64_t d, float scale,
-                         int n_threads) {
+                         const int32_t *idx, int64_t m, int64_t d, float scale, int n_threads) {
     int team = mnc_team_size(n_threads, m * d, MIN_ELEMENTS_PER_THREAD);
 #ifdef MNC_NN_X86
     const int avx512 = mnc_isa_active() == MNC_ISA_AVX512;

@@ -1,7 +1,7 @@
 // nn_math.h — mnistc's own float32 exp and log for the softmax cross-entropy, so the loss
 // and its gradient do not depend on the C library. The scalar functions here are the
-// definition; nn_avx512.c computes the same operations in the same order on 16 rows at
-// a time, so both give the same bits (tested). Files that include this must not be
+// definition; nn_simd.h computes the same operations in the same order on 8 or 16 rows
+// at a time, so all give the same bits (tested). Files that include this must not be
 // built with -ffast-math or FP contraction: every rounding step below is deliberate.
 #ifndef MNISTC_NN_MATH_H
 #define MNISTC_NN_MATH_H
@@ -10,9 +10,9 @@
 
 // exp: x = n ln2 + r with ln2 split in two (Cody-Waite) so that r is exact; exp(r) by
 // Cephes' degree-6 polynomial.
-#define NN_EXP_MIN -103.0f            // below: exp underflows to 0
+#define NN_EXP_MIN -103.0f  // below: exp underflows to 0
 #define NN_LOG2E 1.44269504088896341f
-#define NN_ROUND_MAGIC 12582912.0f    // 1.5 * 2^23: (x + it) - it rounds x to an integer
+#define NN_ROUND_MAGIC 12582912.0f  // 1.5 * 2^23: (x + it) - it rounds x to an integer
 #define NN_LN2_HI 0.693359375f
 #define NN_LN2_LO -2.12194440e-4f
 #define NN_EXP_P0 1.9875691500e-4f
@@ -37,28 +37,28 @@
 
 // The two polynomials (Horner, one multiply and one add per coefficient), written once
 // over the caller's MUL, ADD and NUM (a constant): the scalar functions below and the
-// SIMD versions in nn_avx512.c and nn_avx2.c expand the same recipe, so they round the
-// same way in the same order.
-#define NN_EXP_POLY(p, r, MUL, ADD, NUM)          \
-    do {                                          \
-        (p) = NUM(NN_EXP_P0);                     \
-        (p) = ADD(MUL(p, r), NUM(NN_EXP_P1));     \
-        (p) = ADD(MUL(p, r), NUM(NN_EXP_P2));     \
-        (p) = ADD(MUL(p, r), NUM(NN_EXP_P3));     \
-        (p) = ADD(MUL(p, r), NUM(NN_EXP_P4));     \
-        (p) = ADD(MUL(p, r), NUM(NN_EXP_P5));     \
+// SIMD versions in nn_simd.h expand the same recipe, so they round the same way in the
+// same order.
+#define NN_EXP_POLY(p, r, MUL, ADD, NUM)      \
+    do {                                      \
+        (p) = NUM(NN_EXP_P0);                 \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P1)); \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P2)); \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P3)); \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P4)); \
+        (p) = ADD(MUL(p, r), NUM(NN_EXP_P5)); \
     } while (0)
-#define NN_LOG_POLY(y, m, MUL, ADD, NUM)          \
-    do {                                          \
-        (y) = NUM(NN_LOG_P0);                     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P1));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P2));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P3));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P4));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P5));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P6));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P7));     \
-        (y) = ADD(MUL(y, m), NUM(NN_LOG_P8));     \
+#define NN_LOG_POLY(y, m, MUL, ADD, NUM)      \
+    do {                                      \
+        (y) = NUM(NN_LOG_P0);                 \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P1)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P2)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P3)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P4)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P5)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P6)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P7)); \
+        (y) = ADD(MUL(y, m), NUM(NN_LOG_P8)); \
     } while (0)
 
 // The scalar operations for the recipes.
@@ -83,14 +83,20 @@ static inline float nn_exp_nonpositive(float x) {
         p *= 0x1p-24f;
         e += 24;
     }
-    union { float f; uint32_t u; } scale = { .u = (uint32_t)(e + 127) << 23 };
+    union {
+        float f;
+        uint32_t u;
+    } scale = {.u = (uint32_t)(e + 127) << 23};
     return p * scale.f;
 }
 
 // log(x) for finite x >= 1 (the sum of exps around the row maximum), ~1 ulp.
 static inline float nn_log_ge1(float x) {
     if (!(x <= NN_FLOAT_MAX)) return x;  // NaN and +inf propagate
-    union { float f; uint32_t u; } v = { .f = x };
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = x};
     int e = (int)((v.u >> 23) & 0xff) - 126;
     v.u = (v.u & 0x807fffffu) | (126u << 23);  // mantissa m in [0.5, 1)
     float m = v.f;

@@ -6,9 +6,11 @@ the argument at fault; the arithmetic is all in C, called with the GIL released.
 module holds no model logic: mnistc.model drives it.
 
 The checks and data pointers go through NumPy's C API (a flag test each) rather than
-Python attribute lookups and typed memoryviews: a call's fixed cost fell about fourfold
-(a 1 x 1 x 1 sgemm from ~2 to ~0.5 us), and that fixed cost is most of the time of the
-model's smallest GEMMs (100 x 10 x 32).
+Python attribute lookups and typed memoryviews: a call's fixed cost is most of the time
+of the model's smallest GEMMs (100 x 10 x 32), and this keeps it to a few flag tests.
+
+The CPU target comes from C (MNISTC_ISA is read there, once): when MNISTC_ISA names no
+target, every function that runs a kernel or reports the target raises ValueError.
 """
 import numbers
 import operator
@@ -27,12 +29,17 @@ cdef extern from "mnistc.h" nogil:
         MNC_ISA_GENERIC
         MNC_ISA_AVX2
         MNC_ISA_AVX512
+    int MNC_ISA_COUNT
     mnc_isa mnc_isa_supported()
     mnc_isa mnc_isa_active()
+    const char *mnc_isa_env_invalid()
     mnc_isa mnc_isa_set(mnc_isa isa)
     const char *mnc_isa_name(mnc_isa isa)
+    int mnc_isa_from_name(const char *name)
     int mnc_openmp_enabled()
     int mnc_max_threads()
+    double mnc_fma_peak_gflops(int n_threads, double seconds)
+    int MNC_GEMM_KC
 
     ctypedef struct mnc_epilogue:
         const float *bias
@@ -114,26 +121,49 @@ cdef extern from "stdlib.h" nogil:
 # ----------------------------------------------------------------------------------
 # Targets and threads
 
-_ISA_BY_NAME = {"generic": MNC_ISA_GENERIC, "avx2": MNC_ISA_AVX2, "avx512": MNC_ISA_AVX512}
-ISA_NAMES = tuple(_ISA_BY_NAME)
+ISA_NAMES = tuple(mnc_isa_name(<mnc_isa>i).decode() for i in range(MNC_ISA_COUNT))
+"""The CPU targets, most portable first: the values of MNISTC_ISA and set_isa."""
+
+GEMM_KC = MNC_GEMM_KC
+"""The reduction block of the GEMM's rounding contract (mnistc.h)."""
+
+cdef bint _isa_env_ok = False
+
+
+cdef int _check_isa_env() except -1:
+    """Raises ValueError when MNISTC_ISA names no target; once it has passed, _threads
+    and the functions below only test _isa_env_ok."""
+    global _isa_env_ok
+    cdef const char *bad = mnc_isa_env_invalid()
+    if bad != NULL:
+        raise ValueError(f"MNISTC_ISA={bad.decode(errors='replace')!r} is not one of "
+                         f"{', '.join(ISA_NAMES)}")
+    _isa_env_ok = True
+    return 0
 
 
 def isa_supported():
-    """The best CPU target this machine and OS support: 'generic', 'avx2' or 'avx512'."""
+    """The best CPU target this machine and OS support: 'generic', 'avx2' or 'avx512'
+    (whatever MNISTC_ISA says)."""
     return mnc_isa_name(mnc_isa_supported()).decode()
 
 
 def isa_active():
     """The CPU target the kernels use now."""
+    if not _isa_env_ok:
+        _check_isa_env()
     return mnc_isa_name(mnc_isa_active()).decode()
 
 
 def set_isa(name):
-    """Cap the CPU target at `name` ('generic', 'avx2', 'avx512'); returns the target in
-    use, which is lower than `name` when the machine lacks it."""
-    if name not in _ISA_BY_NAME:
+    """Cap the CPU target at `name` (one of ISA_NAMES); returns the target in use, which
+    is lower than `name` when the machine lacks it."""
+    if not _isa_env_ok:
+        _check_isa_env()
+    cdef int isa = mnc_isa_from_name(name.encode()) if isinstance(name, str) else -1
+    if isa < 0:
         raise ValueError(f"unknown CPU target {name!r}; expected one of {', '.join(ISA_NAMES)}")
-    return mnc_isa_name(mnc_isa_set(_ISA_BY_NAME[name])).decode()
+    return mnc_isa_name(mnc_isa_set(<mnc_isa>isa)).decode()
 
 
 def openmp_enabled():
@@ -144,6 +174,25 @@ def openmp_enabled():
 def max_threads():
     """Threads a kernel uses when n_threads <= 0 (OpenMP's default)."""
     return mnc_max_threads()
+
+
+def fma_peak(seconds=0.1, n_threads=None):
+    """This machine's FP32 multiply-add peak in GFLOP/s on the active target's widest
+    vectors: n_threads threads (None: max_threads()) each run independent chains for
+    `seconds` (at most 10), and their rates are summed. bench/ states speeds as a
+    fraction of it, measured in the same session."""
+    cdef int nt = _threads(n_threads)
+    cdef double s
+    try:
+        s = seconds
+    except TypeError:
+        raise TypeError(f"seconds must be a number, not {type(seconds).__name__}") from None
+    if not 0.0 < s <= 10.0:
+        raise ValueError(f"seconds must be in (0, 10], got {seconds!r}")
+    cdef double gflops
+    with nogil:
+        gflops = mnc_fma_peak_gflops(nt, s)
+    return gflops
 
 
 # ----------------------------------------------------------------------------------
@@ -219,6 +268,10 @@ cdef cnp.ndarray _labels(object labels, Py_ssize_t m):
 
 
 cdef int _threads(object n_threads) except? -1:
+    """n_threads as the C kernels take it (None: 0, all threads). Every wrapper that runs
+    a kernel calls this, so it is also where a bad MNISTC_ISA stops them."""
+    if not _isa_env_ok:
+        _check_isa_env()
     if n_threads is None:
         return 0
     cdef int nt

@@ -10,12 +10,12 @@ import mnistc
 from mnistc import _kernels, datasets
 
 REPO = Path(__file__).resolve().parent.parent
-ISA_ORDER = ("generic", "avx2", "avx512")
 
 
 def supported_isas():
-    best = ISA_ORDER.index(_kernels.isa_supported())
-    return ISA_ORDER[: best + 1]
+    """The CPU targets this machine runs, most portable first (the extension's order)."""
+    best = _kernels.ISA_NAMES.index(_kernels.isa_supported())
+    return _kernels.ISA_NAMES[: best + 1]
 
 
 @pytest.fixture(params=supported_isas())

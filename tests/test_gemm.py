@@ -4,7 +4,7 @@ do not depend on the thread count, and AVX2 = AVX-512 bit for bit.
 
 Shapes are a covering set, not the full cube: every size of {1, 2, 7, 15, 16, 17, 31, 32,
 33, 100, 128, 785} appears as m, n and k, next to the register tiles' MR±1 (generic 4,
-AVX2 6, AVX-512 12) and NR±1 (8, 16, 32), and k around MNC_GEMM_KC (1024) and past it, so
+AVX2 6, AVX-512 12) and NR±1 (8, 16, 32), and k around MNC_GEMM_KC and past it, so
 that edge tiles, partial panels and the reduction blocking are all exercised."""
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from mnistc import _kernels
 import reference
 from conftest import supported_isas
 
-KC = 1024  # MNC_GEMM_KC in csrc/mnistc.h
+KC = _kernels.GEMM_KC  # MNC_GEMM_KC in csrc/mnistc.h
 
 SHAPES = [  # (m, n, k)
     (1, 1, 1), (2, 7, 15), (7, 16, 17), (15, 17, 31), (16, 31, 32), (17, 32, 33),
@@ -268,6 +268,35 @@ def test_a_rows_4kib_apart_through_the_c_api(isa):
             sgemm(0, int(trans_b), m, n, k, alpha, a_rows.ctypes.data, lda, b.ctypes.data,
                   b.shape[1], beta, c.ctypes.data, n, None, 1)
             np.testing.assert_array_equal(c, expected, err_msg=f"{isa} {m}x{n}x{k} {beta=}")
+
+
+def test_without_a_packing_buffer_the_same_bits(isa):
+    """When the packing buffer cannot be allocated, gemm.c computes element by element
+    (gemm_unbuffered) with the same chains, so the same bits as the tiled path. The test
+    hook mnc_gemm_test_pack_limit caps the buffer to force that path and counts it."""
+    import ctypes
+    limit = ctypes.CDLL(_kernels.__file__).mnc_gemm_test_pack_limit
+    limit.argtypes, limit.restype = [ctypes.c_size_t], ctypes.c_size_t
+    no_limit = ctypes.c_size_t(-1).value
+    rng = np.random.default_rng(12)
+    cases = []  # each needs the buffer: a partial panel, a transposed B, an A tile copy
+    for m, n, k, trans_a, trans_b in [(13, 33, 17, False, False), (7, 40, KC + 80, False, True),
+                                      (128, 64, 50, True, False), (30, 100, 300, True, True)]:
+        a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
+        kwargs = dict(trans_a=trans_a, trans_b=trans_b, bias=rng.standard_normal(n)
+                      .astype(np.float32), relu=True,
+                      relu_mask=np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32))
+        for alpha, beta, n_threads in [(1.0, 0.0, 1), (0.5, 2.0, 2)]:
+            cases.append((a, b, c0, dict(kwargs, alpha=alpha, beta=beta, n_threads=n_threads)))
+    tiled = [_kernels.sgemm(a, b, c0.copy(), **kwargs) for a, b, c0, kwargs in cases]
+    limit(0)
+    try:
+        unbuffered = [_kernels.sgemm(a, b, c0.copy(), **kwargs) for a, b, c0, kwargs in cases]
+    finally:
+        calls = limit(no_limit)
+    assert calls == len(cases)
+    for (a, b, _, kwargs), want, got in zip(cases, tiled, unbuffered):
+        np.testing.assert_array_equal(got, want, err_msg=f"{isa} {a.shape} {b.shape} {kwargs}")
 
 
 def test_empty_reduction(isa):
