@@ -8,7 +8,6 @@ blocks of the same size. The arithmetic is in C (mnistc._kernels); this module o
 shapes, names, initialisation and state. It does not read files.
 """
 import math
-import os
 
 import numpy as np
 
@@ -16,14 +15,6 @@ from . import _kernels
 from .optim import Optimizer
 
 PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
-
-
-def check_isa_env():
-    """MNISTC_ISA caps the CPU target (generic|avx2|avx512); any other value is an error
-    here rather than silently ignored by the C layer."""
-    value = os.environ.get("MNISTC_ISA", "")
-    if value and value not in _kernels.ISA_NAMES:
-        raise ValueError(f"MNISTC_ISA={value!r} is not one of {', '.join(_kernels.ISA_NAMES)}")
 
 
 def layer_names(n_hidden):
@@ -62,7 +53,6 @@ class MLP:
     """
 
     def __init__(self, hidden, batch_size, *, input_size, num_classes, optimizer=None):
-        check_isa_env()
         optimizer = Optimizer() if optimizer is None else optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a mnistc.optim.Optimizer or None, "

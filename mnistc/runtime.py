@@ -1,7 +1,9 @@
 """The process-wide settings the kernels run under: the CPU target and the thread count.
 
-The C layer owns both rules (MNISTC_ISA caps the target; n_threads <= 0 means OpenMP's
-default); this module only refuses what the C layer cannot report cleanly by itself —
+The C layer owns both rules (MNISTC_ISA caps the target, and an unknown value makes every
+kernel wrapper raise; n_threads <= 0 means OpenMP's default); this module asks it once up
+front, so a command line fails before it reads anything, and refuses what the C layer
+cannot report cleanly by itself —
 an OMP_NUM_THREADS that is not a number (libgomp would warn and carry on), a thread count
 far beyond the machine (libgomp would fail to create threads mid-run) — and names the
 count a run actually uses.
@@ -37,9 +39,7 @@ def _omp_num_threads():
 
 def check_environment():
     """ValueError naming the variable when MNISTC_ISA or OMP_NUM_THREADS is unusable."""
-    isa = os.environ.get("MNISTC_ISA", "")
-    if isa and isa not in _kernels.ISA_NAMES:
-        raise ValueError(f"MNISTC_ISA={isa!r} is not one of {', '.join(_kernels.ISA_NAMES)}")
+    _kernels.isa_active()  # the C layer parses MNISTC_ISA; a bad value raises here
     _omp_num_threads()
 
 
