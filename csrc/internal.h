@@ -50,9 +50,9 @@ void mnc_colsum_block_avx512(float *sum, const float *x, int64_t m, int64_t ld, 
 void mnc_colsum_block_avx2(float *sum, const float *x, int64_t m, int64_t ld, int64_t width);
 // nn.c's softmax_xent_row on rows [0, rows) (rows <= 16 or 8, n < 2^26), the same bits.
 void mnc_softmax_xent_rows_avx512(float *dz, float *row_loss, const float *z, const int32_t *labels,
-                                  int64_t rows, int64_t n, float grad_scale);
+                                  int64_t rows, int64_t n, float grad_scale, float smoothing);
 void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z, const int32_t *labels,
-                                int64_t rows, int64_t n, float grad_scale);
+                                int64_t rows, int64_t n, float grad_scale, float smoothing);
 #endif
 
 #endif  // MNISTC_INTERNAL_H

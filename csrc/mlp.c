@@ -22,7 +22,7 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m,
 
 int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                        const uint8_t *images, const uint8_t *labels, const int32_t *idx,
-                       int64_t m, int64_t image_size, float scale,
+                       int64_t m, int64_t image_size, float scale, float label_smoothing,
                        const mnc_mlp_optimizer *opt, double lr, int64_t step, double *loss,
                        int n_threads) {
     int last = net->n_layers - 1;
@@ -33,7 +33,7 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
         if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
     forward(net, buf, m, n_threads);
     mnc_softmax_xent_f32(buf->grads[last], buf->row_loss, loss, buf->activations[last],
-                         buf->labels, m, classes, 1.0f / (float)m, n_threads);
+                         buf->labels, m, classes, 1.0f / (float)m, label_smoothing, n_threads);
     for (int l = last; l >= 0; l--) {
         int64_t k = net->sizes[l], n = net->sizes[l + 1];
         const float *layer_input = l > 0 ? buf->activations[l - 1] : buf->input;

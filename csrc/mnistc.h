@@ -129,9 +129,17 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
 
 // Sparse softmax cross-entropy, forward and backward in one pass, numerically stable
 // (log-sum-exp around the row maximum; finite whenever max_j z_j - z_label fits in
-// float32, and +inf beyond, never NaN for finite logits).
-//   row_loss[i] = logsumexp(logits[i, :]) - logits[i, labels[i]]              [m]
-//   dlogits[i, j] = grad_scale * (softmax(logits[i, :])[j] - (j == labels[i]))  [m, n]
+// float32, and +inf beyond, never NaN for finite logits), with optional label smoothing
+// ε = label_smoothing in [0, 1): the target of row i is q_j = (1 - ε)·[j == labels[i]] +
+// ε/n (torch's label_smoothing), so
+//   row_loss[i] = logsumexp(z) - Σ_j q_j z_j                 z = logits[i, :]     [m]
+//   dlogits[i, j] = grad_scale * (softmax(z)[j] - q_j)                             [m, n]
+// With z_max = max_j z_j, s = Σ_j exp(z_j - z_max) and Z = Σ_j z_j (each in increasing j,
+// in float32), the rounding is exactly:
+//   ε == 0:  row_loss = (z_max - z_label) + log(s)
+//   ε > 0:   row_loss = ((z_max - (1 - ε)·z_label) - (ε / n)·Z) + log(s)  (finite while Z is)
+//   dlogits[i, j] = exp(z_j - z_max)·(grad_scale / s) - grad_scale·(ε / n), and then
+//   dlogits[i, label] -= grad_scale·(1 - ε)          (ε / n, 1 - ε and the products: float32)
 // dlogits may be NULL (forward only) and may alias logits. grad_scale is 1/m for the
 // gradient of the mean loss. *mean_loss = (sum of row_loss in increasing i, in double)
 // / m. exp and log are mnistc's own (nn_math.h), so results do not depend on the C
@@ -139,7 +147,8 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
 // nothing is written).
 int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
                          const float *logits, const int32_t *labels,
-                         int64_t m, int64_t n, float grad_scale, int n_threads);
+                         int64_t m, int64_t n, float grad_scale, float label_smoothing,
+                         int n_threads);
 
 // in_top_k with TensorFlow's tie rule: row i is a hit when fewer than k logits are
 // strictly greater than logits[i, labels[i]] and that logit is finite. Ties therefore
@@ -254,7 +263,8 @@ typedef struct mnc_mlp_optimizer {
 } mnc_mlp_optimizer;
 
 // One training step on the batch idx[0..m-1] (m <= buf->batch) of a uint8 data set:
-// gather + scale, forward, mean sparse softmax cross-entropy, backward (each layer's
+// gather + scale, forward, mean sparse softmax cross-entropy (with label_smoothing, see
+// mnc_softmax_xent_f32), backward (each layer's
 // input gradient from its weights before the update), and the update:
 //  - opt == NULL: plain SGD fused into the backward pass: W -= η·XᵀdZ is the weight-
 //    gradient GEMM (alpha = −η, beta = 1) and b -= η·colsum(dZ) is mnc_colsum_axpy_f32
@@ -267,8 +277,8 @@ typedef struct mnc_mlp_optimizer {
 int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                        const uint8_t *images, const uint8_t *labels,
                        const int32_t *idx, int64_t m, int64_t image_size, float scale,
-                       const mnc_mlp_optimizer *opt, double lr, int64_t step,
-                       double *loss, int n_threads);
+                       float label_smoothing, const mnc_mlp_optimizer *opt, double lr,
+                       int64_t step, double *loss, int n_threads);
 
 // Forward pass over rows [0, m) of a uint8 data set, in chunks of buf->batch rows,
 // counting in_top_k(k) hits; when logits_out is not NULL the logits ([m, classes]) are

@@ -102,14 +102,18 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float
     }
 }
 
-// One row of the fused softmax cross-entropy; returns the row's loss. Each exp is
-// computed once: dz holds exp(z - zmax) until the second pass scales it. dz may alias
-// z, so z[j] is read before dz[j] is written and z[label] is kept aside.
+// One row of the fused softmax cross-entropy (mnistc.h gives its exact rounding); returns
+// the row's loss. Each exp is computed once: dz holds exp(z - zmax) until the second pass
+// scales it. dz may alias z, so z[j] is read before dz[j] is written and z[label] is kept
+// aside.
 static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t n,
-                              float grad_scale) {
-    float zmax = z[0];
-    for (int64_t j = 1; j < n; j++) zmax = z[j] > zmax ? z[j] : zmax;
-    float z_label = z[label];
+                              float grad_scale, float smoothing) {
+    float zmax = z[0], zsum = z[0];
+    for (int64_t j = 1; j < n; j++) {
+        zmax = z[j] > zmax ? z[j] : zmax;
+        zsum += z[j];
+    }
+    float z_label = z[label], spread = smoothing / (float)n;
     float sum = 0.0f;
     if (dz != NULL) {
         for (int64_t j = 0; j < n; j++) {
@@ -122,18 +126,20 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
     }
     // (zmax - z_label) first: with large logits, adding zmax to the small log term
     // first would round it away.
-    float loss = (zmax - z_label) + nn_log_ge1(sum);
+    float target = smoothing == 0.0f ? zmax - z_label
+                                     : (zmax - (1.0f - smoothing) * z_label) - spread * zsum;
+    float loss = target + nn_log_ge1(sum);
     if (dz != NULL) {
-        float inv = grad_scale / sum;
-        for (int64_t j = 0; j < n; j++) dz[j] *= inv;
-        dz[label] -= grad_scale;
+        float inv = grad_scale / sum, off = grad_scale * spread;
+        for (int64_t j = 0; j < n; j++) dz[j] = dz[j] * inv - off;
+        dz[label] -= grad_scale * (1.0f - smoothing);
     }
     return loss;
 }
 
 int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, const float *logits,
                          const int32_t *labels, int64_t m, int64_t n, float grad_scale,
-                         int n_threads) {
+                         float label_smoothing, int n_threads) {
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
@@ -148,10 +154,10 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, con
             float *dz = dlogits ? dlogits + i * n : NULL;
             if (lanes == 16)
                 mnc_softmax_xent_rows_avx512(dz, row_loss + i, logits + i * n, labels + i, rows, n,
-                                             grad_scale);
+                                             grad_scale, label_smoothing);
             else
                 mnc_softmax_xent_rows_avx2(dz, row_loss + i, logits + i * n, labels + i, rows, n,
-                                           grad_scale);
+                                           grad_scale, label_smoothing);
         }
     } else
 #endif
@@ -159,7 +165,7 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, con
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
         for (int64_t i = 0; i < m; i++)
             row_loss[i] = softmax_xent_row(dlogits ? dlogits + i * n : NULL, logits + i * n,
-                                           labels[i], n, grad_scale);
+                                           labels[i], n, grad_scale, label_smoothing);
     }
     // The mean in one fixed order, whatever the thread count.
     double total = 0.0;

@@ -73,15 +73,17 @@ ALWAYS_INLINE KERNEL_TARGET vec log_ge1(vec x) {
 // written, and z[label] is read before any write, as in the scalar code.
 KERNEL_TARGET void SOFTMAX_XENT_ROWS(float *dz, float *row_loss, const float *z,
                                      const int32_t *labels, int64_t rows, int64_t n,
-                                     float grad_scale) {
+                                     float grad_scale, float smoothing) {
     const vmask live = lane_mask(rows, 0);
     const veci row_start = imullo(iota(), iset1((int)n));
     const veci at_label = iadd(row_start, iload_mask(labels, live));
+    const float spread = smoothing / (float)n;
 
-    vec zmax = vgather(z, row_start, live);
+    vec zmax = vgather(z, row_start, live), zsum = zmax;
     for (int64_t j = 1; j < n; j++) {
         vec zj = vgather(z + j, row_start, live);
         zmax = vselect(vcmp(zj, zmax, _CMP_GT_OQ), zj, zmax);
+        zsum = vadd(zsum, zj);
     }
     vec z_label = vgather(z, at_label, live);
     vec sum = vzero();
@@ -90,11 +92,17 @@ KERNEL_TARGET void SOFTMAX_XENT_ROWS(float *dz, float *row_loss, const float *z,
         if (dz != NULL) vscatter(dz + j, row_start, live, e);
         sum = vadd(sum, e);
     }
-    vstore_mask(row_loss, live, vadd(vsub(zmax, z_label), log_ge1(sum)));
+    vec target = smoothing == 0.0f
+                     ? vsub(zmax, z_label)
+                     : vsub(vsub(zmax, vmul(vset1(1.0f - smoothing), z_label)),
+                            vmul(vset1(spread), zsum));
+    vstore_mask(row_loss, live, vadd(target, log_ge1(sum)));
     if (dz != NULL) {
-        vec inv = vdiv(vset1(grad_scale), sum);
+        vec inv = vdiv(vset1(grad_scale), sum), off = vset1(grad_scale * spread);
         for (int64_t j = 0; j < n; j++)
-            vscatter(dz + j, row_start, live, vmul(vgather(dz + j, row_start, live), inv));
-        for (int64_t r = 0; r < rows; r++) dz[r * n + labels[r]] -= grad_scale;
+            vscatter(dz + j, row_start, live,
+                     vsub(vmul(vgather(dz + j, row_start, live), inv), off));
+        const float hit = grad_scale * (1.0f - smoothing);
+        for (int64_t r = 0; r < rows; r++) dz[r * n + labels[r]] -= hit;
     }
 }

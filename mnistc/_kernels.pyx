@@ -59,7 +59,8 @@ cdef extern from "mnistc.h" nogil:
                              float alpha, float beta, int n_threads)
     int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
                              const float *logits, const int32_t *labels,
-                             int64_t m, int64_t n, float grad_scale, int n_threads)
+                             int64_t m, int64_t n, float grad_scale,
+                             float label_smoothing, int n_threads)
     int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct, const float *logits,
                          const int32_t *labels, int64_t m, int64_t n, int64_t k,
                          int n_threads)
@@ -106,8 +107,8 @@ cdef extern from "mnistc.h" nogil:
     int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                            const uint8_t *images, const uint8_t *labels,
                            const int32_t *idx, int64_t m, int64_t image_size, float scale,
-                           const mnc_mlp_optimizer *opt, double lr, int64_t step,
-                           double *loss, int n_threads)
+                           float label_smoothing, const mnc_mlp_optimizer *opt, double lr,
+                           int64_t step, double *loss, int n_threads)
     int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf,
                          const uint8_t *images, const uint8_t *labels, int64_t m,
                          int64_t image_size, float scale, int64_t k,
@@ -419,13 +420,15 @@ def colsum_axpy(x, out=None, float alpha=1.0, float beta=0.0, n_threads=None):
 
 
 def softmax_xent(logits, labels, dlogits=None, grad_scale=None, *, gradient=True,
-                 n_threads=None):
-    """Fused sparse softmax cross-entropy.
+                 label_smoothing=0.0, n_threads=None):
+    """Fused sparse softmax cross-entropy, with label smoothing ε (targets (1 - ε)·onehot +
+    ε/n, torch's label_smoothing; 0 <= ε < 1).
 
     Returns (mean_loss, row_loss, dlogits): row_loss[i] = logsumexp(logits[i]) -
-    logits[i, labels[i]], dlogits = grad_scale * (softmax - onehot) (grad_scale
+    Σ_j target[i, j] logits[i, j], dlogits = grad_scale * (softmax - target) (grad_scale
     defaults to 1/m, the gradient of the mean), or None when gradient=False.
     """
+    cdef float smoothing = _check_label_smoothing(label_smoothing)
     cdef cnp.ndarray lv = _array("logits", logits, F32, 2)
     cdef Py_ssize_t m = cnp.PyArray_DIM(lv, 0), n = cnp.PyArray_DIM(lv, 1)
     if m == 0 or n == 0:
@@ -442,7 +445,7 @@ def softmax_xent(logits, labels, dlogits=None, grad_scale=None, *, gradient=True
     cdef int status
     cdef int nt = _threads(n_threads)
     with nogil:
-        status = mnc_softmax_xent_f32(pd, pr, &mean, pl, py, m, n, scale, nt)
+        status = mnc_softmax_xent_f32(pd, pr, &mean, pl, py, m, n, scale, smoothing, nt)
     if status != 0:
         raise _bad_label(status, labels, n)
     return mean, row_loss, dv
@@ -602,6 +605,17 @@ cdef int _check_lr(double lr) except -1:
     if not (0.0 <= lr <= DBL_MAX):
         raise ValueError(f"lr must be finite and >= 0, got {lr!r}")
     return 0
+
+
+cdef float _check_label_smoothing(object value) except -1:
+    cdef double eps
+    try:
+        eps = value
+    except TypeError:
+        raise TypeError(f"label_smoothing must be a number, not {value!r}") from None
+    if not (0.0 <= eps < 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {value!r}")
+    return <float>eps
 
 
 cdef enum:
@@ -865,11 +879,13 @@ cdef class MLPKernel:
         return tuple(self._keep[6])
 
     def train_step(self, images, labels, idx, double lr, float scale=1.0 / 255.0,
-                   n_threads=None):
+                   n_threads=None, *, label_smoothing=0.0):
         """One training step at learning rate lr on rows idx of (images, labels), with the
-        optimizer set_optimizer chose (plain SGD by default); returns the batch's mean
-        loss before the update."""
+        optimizer set_optimizer chose (plain SGD by default) and the loss smoothed by
+        label_smoothing (see softmax_xent); returns the batch's mean loss before the
+        update."""
         _check_lr(lr)
+        cdef float smoothing = _check_label_smoothing(label_smoothing)
         _check_dataset(images, labels)
         cdef cnp.ndarray im = <cnp.ndarray>images, lab = <cnp.ndarray>labels
         cdef Py_ssize_t d = cnp.PyArray_DIM(im, 1)
@@ -889,7 +905,7 @@ cdef class MLPKernel:
         cdef int64_t step = self._optimizer_step + 1
         with nogil:
             status = mnc_mlp_train_step(&self.net, &self.buf, pim, plab, pidx, m, d, scale,
-                                        opt, lr, step, &loss, nt)
+                                        smoothing, opt, lr, step, &loss, nt)
         if status != 0:
             row = idx[-1 - status]
             raise ValueError(f"labels[{row}] = {labels[row]} is outside "

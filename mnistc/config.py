@@ -36,6 +36,7 @@ class TrainConfig:
     beta1: float = None  # adam, adamw (0.9)
     beta2: float = None  # (0.999)
     eps: float = None  # (1e-8)
+    label_smoothing: float = 0.0  # the loss's targets: (1 - ε)·onehot + ε/classes
     schedule: str = "constant"
     learning_rate: float = 0.01  # constant rate, or the peak/start of a schedule
     warmup_steps: int = 0
@@ -170,6 +171,8 @@ def validate(config):
          config.optimizer),
         (config.schedule in SCHEDULES, "--schedule", f"must be one of {', '.join(SCHEDULES)}",
          config.schedule),
+        (_is_number(config.label_smoothing) and 0 <= config.label_smoothing < 1,
+         "--label-smoothing", "must be in [0, 1)", config.label_smoothing),
         (_is_number(config.learning_rate) and config.learning_rate > 0, "--learning-rate",
          "must be a positive number", config.learning_rate),
         (_is_int(config.warmup_steps) and config.warmup_steps >= 0, "--warmup-steps",
@@ -214,7 +217,8 @@ def resume_conflict(config, saved, schedule):
     CheckpointMeta) with this run's `schedule`, or None when it can."""
     wanted = {"dataset": config.dataset, "hidden": tuple(config.hidden),
               "batch_size": config.batch_size, "seed": config.seed,
-              "fake_data": config.fake_data, "validation_size": config.validation_size}
+              "fake_data": config.fake_data, "validation_size": config.validation_size,
+              "label_smoothing": config.label_smoothing}
     for name, value in wanted.items():
         if getattr(saved, name) != value:
             return f"was trained with {name}={_show(getattr(saved, name))}, not {_show(value)}"

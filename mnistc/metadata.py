@@ -49,6 +49,7 @@ class CheckpointMeta:
     seed: int
     fake_data: bool
     validation_size: int
+    label_smoothing: float = 0.0
     dataset: str = datasets.DEFAULT
     class_names: tuple = datasets.MNIST.class_names
     optimizer: dict = field(default_factory=lambda: dict(_V1_OPTIMIZER))
@@ -78,7 +79,7 @@ class CheckpointMeta:
             "run": json.dumps({
                 "hidden": list(self.hidden), "batch_size": self.batch_size, "seed": self.seed,
                 "fake_data": self.fake_data, "validation_size": self.validation_size,
-                "dataset": self.dataset,
+                "dataset": self.dataset, "label_smoothing": self.label_smoothing,
             }),
             "class_names": json.dumps(list(self.class_names)),
             "optimizer": json.dumps(self.optimizer),
@@ -171,6 +172,7 @@ class _Reader:
             seed=self.count('"run" seed', run.get("seed"), 0, 2**63),
             fake_data=self.flag(run.get("fake_data")),
             validation_size=self.count('"run" validation_size', run.get("validation_size"), 0, 2**31),
+            label_smoothing=self.smoothing(run.get("label_smoothing", 0.0)),
             dataset=dataset,
             class_names=class_names,
             optimizer=self.optimizer(version),
@@ -185,6 +187,11 @@ class _Reader:
             version=version,
         )
         return result
+
+    def smoothing(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            self.fail(f'metadata "run" label_smoothing must be in [0, 1), got {str(value)[:40]!r}')
+        return float(value)
 
     def flag(self, value):
         if not isinstance(value, bool):

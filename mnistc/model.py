@@ -50,9 +50,12 @@ class MLP:
     scratch buffers are allocated for it once, here.
     input_size, num_classes: the data set's pixels per image and classes (784, 10).
     optimizer: a mnistc.optim.Optimizer; None is plain SGD (the tutorial's).
+    label_smoothing: ε in [0, 1): train_step's loss is the cross-entropy against the
+    targets (1 - ε)·onehot + ε/classes (torch's label_smoothing); 0 is the tutorial's.
     """
 
-    def __init__(self, hidden, batch_size, *, input_size, num_classes, optimizer=None):
+    def __init__(self, hidden, batch_size, *, input_size, num_classes, optimizer=None,
+                 label_smoothing=0.0):
         optimizer = Optimizer() if optimizer is None else optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a mnistc.optim.Optimizer or None, "
@@ -62,6 +65,9 @@ class MLP:
             raise ValueError(f"hidden layer widths must be >= 1, got {hidden}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
         self.sizes = (int(input_size),) + hidden + (int(num_classes),)
         self.batch_size = int(batch_size)
         self.global_step = 0
@@ -109,10 +115,10 @@ class MLP:
 
     def train_step(self, images, labels, idx, learning_rate, n_threads=None):
         """One step of the model's optimizer at this learning rate on rows idx (int32)
-        of a uint8 data set; returns the batch's mean cross-entropy before the update
-        and advances global_step (and the optimizer's step count)."""
+        of a uint8 data set; returns the batch's mean (smoothed) cross-entropy before the
+        update and advances global_step (and the optimizer's step count)."""
         loss = self._kernel.train_step(images, labels, idx, learning_rate, PIXEL_SCALE,
-                                       n_threads)
+                                       n_threads, label_smoothing=self.label_smoothing)
         self.global_step += 1
         return loss
 

@@ -9,13 +9,14 @@ recipe's values (TrainConfig.from_recipe).
 RECIPES = {
     "tutorial": {},
     "fast": {
-        "hidden": (512, 512),
+        "hidden": (128, 128),
         "batch_size": 128,
         "optimizer": "nesterov",
         "momentum": 0.9,
         "schedule": "one-cycle",
         "learning_rate": 0.2,
-        "epochs": 3,
+        "label_smoothing": 0.1,
+        "epochs": 5,
         "checkpoint_every_epochs": 0,
         "eval_splits": ("validation", "test"),
     },

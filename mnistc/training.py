@@ -178,7 +178,8 @@ def _run_locked(cfg, train_dir):
 def _build_model(cfg, spec):
     optimizer = Optimizer.from_settings(cfg.optimizer_settings())
     return MLP(cfg.hidden, cfg.batch_size, input_size=spec.image_pixels,
-               num_classes=spec.num_classes, optimizer=optimizer)
+               num_classes=spec.num_classes, optimizer=optimizer,
+               label_smoothing=cfg.label_smoothing)
 
 
 def _loop(cfg, model, sets, schedule, total, n_threads, out, manager, spec, rng):
@@ -225,7 +226,7 @@ def _save(manager, cfg, model, schedule, spec, rng, dataset, precision):
     meta = CheckpointMeta(
         global_step=model.global_step, sizes=tuple(model.sizes), batch_size=cfg.batch_size,
         seed=cfg.seed, fake_data=cfg.fake_data, validation_size=cfg.validation_size,
-        dataset=cfg.dataset, class_names=spec.class_names,
+        label_smoothing=cfg.label_smoothing, dataset=cfg.dataset, class_names=spec.class_names,
         optimizer=cfg.optimizer_settings(), optimizer_step=optimizer_step, schedule=schedule,
         epochs=cfg.epochs, rng_state=rng.bit_generator.state, data_state=dataset.get_state(),
         last_eval={"step": model.global_step, "precision": precision},

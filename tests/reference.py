@@ -59,20 +59,30 @@ def assert_close(actual, expected, bound, what=""):
             f"max rel err {rel.max():.3g}")
 
 
-def softmax_xent(logits, labels, grad_scale=None):
-    """(mean_loss, row_loss, dlogits) in float64, via a stable log-sum-exp."""
-    z = np.asarray(logits, np.float64)
+def smoothed_targets(labels, n, label_smoothing):
+    """float64 [m, n]: (1 - eps) * onehot + eps / n, torch's label_smoothing targets."""
     labels = np.asarray(labels)
-    m = z.shape[0]
+    q = np.full((labels.shape[0], n), label_smoothing / n)
+    q[np.arange(labels.shape[0]), labels] += 1.0 - label_smoothing
+    return q
+
+
+def softmax_xent(logits, labels, grad_scale=None, label_smoothing=0.0):
+    """(mean_loss, row_loss, dlogits) in float64, via a stable log-sum-exp, against the
+    targets smoothed_targets(labels, n, eps), eps = label_smoothing as the float32 the
+    kernel is given."""
+    label_smoothing = float(np.float32(label_smoothing))
+    z = np.asarray(logits, np.float64)
+    m, n = z.shape
     zmax = z.max(axis=1, keepdims=True)
     e = np.exp(z - zmax)
     s = e.sum(axis=1, keepdims=True)
-    row_loss = (zmax + np.log(s))[:, 0] - z[np.arange(m), labels]
+    q = smoothed_targets(labels, n, label_smoothing)
+    finite = np.where(q > 0, z, 0.0)  # a zero target times a -inf logit adds nothing
+    row_loss = (zmax + np.log(s))[:, 0] - (q * finite).sum(axis=1)
     p = e / s
-    onehot = np.zeros_like(p)
-    onehot[np.arange(m), labels] = 1.0
     scale = 1.0 / m if grad_scale is None else grad_scale
-    return row_loss.mean(), row_loss, scale * (p - onehot)
+    return row_loss.mean(), row_loss, scale * (p - q)
 
 
 def in_top_k(logits, labels, k):
@@ -93,9 +103,9 @@ def mlp_forward(params, x):
     return h
 
 
-def mlp_loss(params, x, labels):
+def mlp_loss(params, x, labels, label_smoothing=0.0):
     """Mean sparse softmax cross-entropy of the MLP, float64."""
-    return softmax_xent(mlp_forward(params, x), labels)[0]
+    return softmax_xent(mlp_forward(params, x), labels, label_smoothing=label_smoothing)[0]
 
 
 # ----------------------------------------------------------------------------------
@@ -115,7 +125,7 @@ def colsum_tolerance(x, out=None, alpha=1.0, beta=0.0):
     return tol + np.finfo(np.float32).tiny
 
 
-def softmax_xent_tolerance(logits, labels, grad_scale=None):
+def softmax_xent_tolerance(logits, labels, grad_scale=None, label_smoothing=0.0):
     """(row_tol, dlogits_tol): bounds on the errors of mnistc's float32 fused softmax
     cross-entropy against softmax_xent() above.
 
@@ -132,6 +142,12 @@ def softmax_xent_tolerance(logits, labels, grad_scale=None):
     eps32 (n + 3) + u |d_j| in p_j, plus one rounding of the label's subtraction; twice
     that. Where exp or the result is subnormal the relative bound fails: there each is
     within one subnormal ulp (2^-149), so add 2^-149 (1 + |g|), doubled.
+    With label smoothing eps the target term is ((zmax - (1 - eps) z_y) - (eps / n) Z), Z
+    the float32 sum of the row: Z is within (n - 1) u sum|z_j|, and the product, the two
+    subtractions and eps / n, 1 - eps add a rounding each of their results (at most
+    u (|z_y| + (eps / n) sum|z| + |zmax| + |target|)); the gradient's g * eps / n adds two
+    roundings of itself and its subtraction one of the result (within EPS32 |dz|, above),
+    and the label's g (1 - eps) two roundings of itself: 2 EPS32 |g| q_j in all.
     """
     z = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
@@ -142,14 +158,20 @@ def softmax_xent_tolerance(logits, labels, grad_scale=None):
     lse = zmax[:, 0] + log_s
     z_y = z[np.arange(m), labels]
     row_tol = 2.0 * EPS32 * (np.abs(lse) + np.abs(z_y) + log_s + n + 1)
-    _, _, dz = softmax_xent(z, labels, grad_scale)
+    if label_smoothing:
+        spread_abs = label_smoothing / n * np.abs(z).sum(axis=1)
+        row_tol = row_tol + 2.0 * EPS32 * (n * spread_abs + np.abs(zmax[:, 0]) + np.abs(z_y)
+                                           + np.abs(lse))
+    _, _, dz = softmax_xent(z, labels, grad_scale, label_smoothing)
     p = np.exp(z - zmax - log_s[:, None])
     dz_tol = 2.0 * (abs(g) * p * EPS32 * (n + 3 + np.abs(z - zmax)) + EPS32 * np.abs(dz))
+    if label_smoothing:
+        dz_tol = dz_tol + 2.0 * 2.0 * EPS32 * abs(g) * smoothed_targets(labels, n, label_smoothing)
     dz_tol = dz_tol + 2.0 * (1.0 + abs(g)) * float(np.finfo(np.float32).smallest_subnormal)
     return row_tol, dz_tol
 
 
-def mlp_gradients(params, x, labels):
+def mlp_gradients(params, x, labels, label_smoothing=0.0):
     """(mean loss, [(dW, db), ...]) of the MLP by backprop, all in float64."""
     x = np.asarray(x, np.float64)
     layers = [(np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in params]
@@ -160,7 +182,7 @@ def mlp_gradients(params, x, labels):
         h = h @ w + b
         if i + 1 < len(layers):
             h = np.maximum(h, 0.0)
-    loss, _, dz = softmax_xent(h, labels)
+    loss, _, dz = softmax_xent(h, labels, label_smoothing=label_smoothing)
     grads = [None] * len(layers)
     for i in range(len(layers) - 1, -1, -1):
         w, _ = layers[i]

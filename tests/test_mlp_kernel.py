@@ -229,6 +229,29 @@ def test_train_step_gradient_check(isa, n_threads, tiny_problem, capacity):
             ref.assert_close(-step, g, bound, f"layer {l} {'wb'[which]} on {isa}")
 
 
+def test_train_step_with_label_smoothing_moves_by_the_smoothed_gradient(isa, n_threads,
+                                                                        tiny_problem):
+    """The same check as above against the float64 backprop of the smoothed loss (itself
+    checked against finite differences of the plain loss above, and sharing its code)."""
+    p = tiny_problem
+    weights = [w.copy() for w in p["weights"]]
+    biases = [b.copy() for b in p["biases"]]
+    net = K.MLPKernel(weights, biases, 7)
+    labels = p["labels"][p["idx"]]
+    loss = net.train_step(p["images"], p["labels"], p["idx"], 1.0, SCALE,
+                          n_threads=n_threads, label_smoothing=0.1)
+    want_loss, grads = ref.mlp_gradients(p["params"], p["x"], labels, label_smoothing=0.1)
+    assert abs(loss - want_loss) <= 1e-5 * want_loss
+    assert abs(loss - ref.mlp_loss(p["params"], p["x"], labels)) > 1e-3  # it is another loss
+    for l in range(3):
+        for which, (new, old) in enumerate([(weights[l], p["weights"][l]),
+                                            (biases[l], p["biases"][l])]):
+            step = new.astype(np.float64) - old
+            g = grads[l][which]
+            bound = 1e-3 * np.abs(g) + 2 * EPS32 * (np.abs(old) + np.abs(g))
+            ref.assert_close(-step, g, bound, f"smoothed layer {l} {'wb'[which]} on {isa}")
+
+
 def test_train_step_scratch_is_consistent(tiny_problem):
     """The exposed scratch after a step: logits = a forward pass of the old parameters,
     and the last layer's dZ = softmax_xent's dlogits of those logits (same kernel)."""

@@ -754,3 +754,68 @@ def test_wrappers_fuzz_work_or_raise(call):
         assert 0 <= result[0] <= x.shape[0]
     else:
         assert result[0].shape == (args[2].shape[0], args[0].shape[1])
+
+
+# ----------------------------------------------------------------------------------
+# Label smoothing: targets (1 - eps) onehot + eps / n (torch's label_smoothing)
+
+
+@pytest.mark.parametrize("shape", [(1, 10), (17, 10), (100, 10), (5, 3), (33, 1000)])
+@pytest.mark.parametrize("eps", [0.1, 0.5, 0.95])
+def test_softmax_xent_label_smoothing_vs_reference(isa, n_threads, shape, eps):
+    m, n = shape
+    z = randn(shape, 40, m, n, scale=6.0)
+    y = rng(41, m, n).integers(0, n, m)
+    mean, row, dz = K.softmax_xent(z, y, label_smoothing=eps, n_threads=n_threads)
+    want_mean, want_row, want_dz = ref.softmax_xent(z, y, label_smoothing=eps)
+    row_tol, dz_tol = ref.softmax_xent_tolerance(z, y, label_smoothing=eps)
+    ref.assert_close(row, want_row, row_tol, f"smoothed row loss {shape} eps={eps}")
+    ref.assert_close(dz, want_dz, dz_tol, f"smoothed dlogits {shape} eps={eps}")
+    assert mean == pytest.approx(row.astype(np.float64).sum() / m, rel=1e-15, abs=0)
+    # Each gradient row sums to ~0 (softmax and targets both sum to 1).
+    assert np.abs(dz.astype(np.float64).sum(axis=1)).max() <= 4 * n * EPS32 / m
+
+
+def test_softmax_xent_zero_smoothing_is_the_plain_kernel(isa):
+    z = randn((37, 10), 42, scale=9.0)
+    y = rng(43).integers(0, 10, 37)
+    plain = K.softmax_xent(z, y)
+    zero = K.softmax_xent(z, y, label_smoothing=0.0)
+    assert plain[0] == zero[0] and same_bits(plain[1], zero[1]) and same_bits(plain[2], zero[2])
+
+
+def test_softmax_xent_smoothing_same_bits_on_every_target():
+    """The SIMD rows (AVX2, AVX-512) follow the scalar rounding exactly (mnistc.h)."""
+    z = randn((45, 10), 44, scale=7.0)
+    y = rng(45).integers(0, 10, 45)
+    previous = K.isa_active()
+    try:
+        results = []
+        for name in supported_isas():
+            K.set_isa(name)
+            results.append(K.softmax_xent(z, y, label_smoothing=0.1))
+    finally:
+        K.set_isa(previous)
+    for mean, row, dz in results[1:]:
+        assert mean == results[0][0] and same_bits(row, results[0][1])
+        assert same_bits(dz, results[0][2])
+
+
+def test_softmax_xent_smoothing_matches_torch():
+    torch = pytest.importorskip("torch")
+    z = randn((64, 10), 46, scale=3.0)
+    y = rng(47).integers(0, 10, 64)
+    mean, row, dz = K.softmax_xent(z, y, label_smoothing=0.1)
+    logits = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    theirs = torch.nn.functional.cross_entropy(logits, torch.tensor(y), label_smoothing=0.1)
+    theirs.backward()
+    assert mean == pytest.approx(theirs.item(), rel=1e-6)
+    np.testing.assert_allclose(dz, logits.grad.numpy(), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("bad, error", [(-0.1, ValueError), (1.0, ValueError),
+                                        (float("nan"), ValueError), ("0.1", TypeError)])
+def test_softmax_xent_bad_label_smoothing(bad, error):
+    z = randn((3, 10), 48)
+    with pytest.raises(error, match="label_smoothing"):
+        K.softmax_xent(z, np.array([1, 2, 3]), label_smoothing=bad)

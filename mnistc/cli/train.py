@@ -20,7 +20,7 @@ _RECIPE_FLAGS = {
     "beta2": float, "eps": float, "schedule": str, "warmup_steps": int, "final_lr": float,
     "pct_start": float, "div_factor": float, "final_div_factor": float,
     "checkpoint_every": int, "checkpoint_every_epochs": int, "seed": int,
-    "validation_size": int, "dataset": str,
+    "validation_size": int, "dataset": str, "label_smoothing": float,
 }
 
 
@@ -59,6 +59,8 @@ def build_parser():
     add("--div-factor", type=float, help=f"one-cycle: start = peak / this (default: {d.div_factor:g})")
     add("--final-div-factor", type=float,
         help=f"one-cycle: end = start / this (default: {d.final_div_factor:g})")
+    add("--label-smoothing", type=float,
+        help="targets (1 - e)*onehot + e/classes in the loss, torch's (default: 0)")
     add("--optimizer", choices=list(config_module.OPTIMIZERS),
         help=f"update rule, torch.optim's formulas (default: {d.optimizer})")
     add("--momentum", type=float, help="momentum, nesterov: the momentum (default: 0.9)")
