@@ -91,11 +91,13 @@ def load_from_args(args):
 
 def run(parser, command):
     """Check the environment, call command(); turn failures into one line and an exit
-    status: 1 for a training failure (e.g. a NaN loss), 2 for bad input, 130 for Ctrl-C,
-    141 (SIGPIPE's) when stdout was closed, silently."""
+    status: 1 for a training failure (e.g. a NaN loss), 2 for bad input or a failed write,
+    130 for Ctrl-C, 141 (SIGPIPE's) when stdout was closed, silently."""
     try:
         runtime.check_environment()
-        return command() or 0
+        status = command() or 0
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not at the exit
+        return status
     except TrainingError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
@@ -109,3 +111,7 @@ def run(parser, command):
     except BrokenPipeError:
         silence_stdout()
         return 141
+    except OSError as exc:  # stdout on a full disk, mostly: what is unwritten is lost
+        silence_stdout()
+        where = str(exc.filename) if exc.filename else "cannot write the output"
+        parser.error(f"{where}: {exc.strerror or exc}")
