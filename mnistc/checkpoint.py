@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import sys
 from collections.abc import Callable, Mapping
@@ -287,10 +288,17 @@ def _read_header(f, path, require_mnistc: bool) -> _Header:
 
 
 def _open(path):
+    # O_NONBLOCK: opening a FIFO named like a checkpoint must not wait for a writer.
     try:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as error:
         raise _error(path, f"cannot read checkpoint: {error.strerror or error}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _error(path, "is not a regular file")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def load_file(path, verify: bool = True, *, require_mnistc: bool = True):
@@ -393,12 +401,17 @@ class CheckpointManager:
         except OSError as error:
             raise _error(self.directory, f"cannot list checkpoints: {error.strerror or error}") from None
 
+    def step_of(self, path) -> int | None:
+        """The step a file's name says (``<prefix>-<step>.safetensors``), or None."""
+        named = self._pattern.fullmatch(Path(path).name)
+        return int(named.group(1)) if named else None
+
     def list(self, files_only: bool = True) -> list[tuple[int, Path]]:
         """Existing checkpoint files as (step, path), step ascending. Temp files never appear;
         with `files_only=False`, neither do they, but anything else named like a checkpoint
         (a directory, a device) does."""
         names = self._scan(self._pattern, files_only)
-        return sorted((int(self._pattern.fullmatch(name).group(1)), self.directory / name) for name in names)
+        return sorted((self.step_of(name), self.directory / name) for name in names)
 
     def latest_step(self) -> int | None:
         found = self.list()

@@ -8,6 +8,7 @@ Ctrl-C and SIGTERM included. This module prints nothing; a caller that wants a p
 line passes `progress`.
 """
 
+import contextlib
 import pathlib
 import signal
 import threading
@@ -54,24 +55,107 @@ class _SigtermRaises:
         return False
 
 
-def _fetch(url, out, idle_timeout, deadline, progress, name):
-    """Copy `url` into the open file `out`; MirrorFailure on any problem."""
-    # Imported here: they cost every start-up ~25 ms, and only a download needs them.
+class _Deadline:
+    """Shuts a transfer's sockets down once `seconds` have passed, whatever it is doing:
+    connecting, reading headers or the body. The idle timeout alone cannot end a server
+    that sends a byte now and then; a blocked read then sees the end of the stream."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.expired = False
+        self._sockets = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+        return False
+
+    def _expire(self):
+        self.expired = True
+        for sock in list(self._sockets):
+            _shut(sock)
+
+    def _watch(self, sock):
+        self._sockets.append(sock)
+        if self.expired:  # expired while connecting
+            _shut(sock)
+
+    def opener(self):
+        """A urllib opener (proxies and redirects as urlopen's) whose connections are
+        watched."""
+        import http.client
+        import urllib.request
+
+        def watched(connection_class):
+            deadline = self
+
+            class Watched(connection_class):
+                def connect(self):
+                    super().connect()
+                    deadline._watch(self.sock)
+
+            return Watched
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(watched(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(watched(http.client.HTTPSConnection), req,
+                                    context=self._context)
+
+        return urllib.request.build_opener(HTTP, HTTPS)
+
+
+def _shut(sock):
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _network_errors(deadline, idle_timeout):
+    """Turn what a mirror can do wrong into MirrorFailure (OSError from our own file
+    passes through: it is not the mirror's fault)."""
     import http.client
     import socket
     import urllib.error
-    import urllib.request
 
+    try:
+        yield
+    except urllib.error.HTTPError as error:
+        raise MirrorFailure(f"HTTP {error.code}") from None
+    except (OSError, http.client.HTTPException) as error:
+        if deadline.expired:
+            raise MirrorFailure(f"not finished after {deadline.seconds:g} s") from None
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise MirrorFailure(f"no data for {idle_timeout:g} s") from None
+        raise MirrorFailure(str(reason) or type(reason).__name__) from None
+
+
+def _fetch(url, out, idle_timeout, deadline, progress, name):
+    """Copy `url` into the open file `out`; MirrorFailure on any problem of the mirror."""
     start = time.monotonic()
     size = 0
-    try:
-        with urllib.request.urlopen(url, timeout=idle_timeout) as response:
+    with _Deadline(deadline) as watchdog:
+        with _network_errors(watchdog, idle_timeout):
+            response = watchdog.opener().open(url, timeout=idle_timeout)
+        with response:
             total = response.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
             while True:
-                # read1 returns after one receive, so the deadline is checked even when a
-                # server trickles one byte at a time.
-                chunk = response.read1(CHUNK_BYTES)
+                with _network_errors(watchdog, idle_timeout):
+                    chunk = response.read1(CHUNK_BYTES)  # whatever one receive brings
                 if not chunk:
                     break
                 size += len(chunk)
@@ -79,21 +163,13 @@ def _fetch(url, out, idle_timeout, deadline, progress, name):
                     raise MirrorFailure(f"more than {MAX_DOWNLOAD_BYTES} bytes")
                 out.write(chunk)
                 elapsed = time.monotonic() - start
-                if elapsed > deadline:
-                    raise MirrorFailure(f"not finished after {deadline:g} s ({size} bytes)")
-                if progress is not None and elapsed > PROGRESS_AFTER:
+                # The end is reported once, below.
+                if progress is not None and elapsed > PROGRESS_AFTER and size != total:
                     progress(name, size, total, elapsed)
-    except (TimeoutError, socket.timeout):
-        raise MirrorFailure(f"no data for {idle_timeout:g} s") from None
-    except urllib.error.HTTPError as error:
-        raise MirrorFailure(f"HTTP {error.code}") from None
-    except urllib.error.URLError as error:
-        reason = error.reason
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            raise MirrorFailure(f"no answer within {idle_timeout:g} s") from None
-        raise MirrorFailure(str(reason)) from None
-    except (OSError, http.client.HTTPException) as error:
-        raise MirrorFailure(str(error) or type(error).__name__) from None
+    if watchdog.expired:
+        raise MirrorFailure(f"not finished after {deadline:g} s ({size} bytes)")
+    if total is not None and size != total:
+        raise MirrorFailure(f"the connection closed after {size} of {total} bytes")
     if progress is not None and time.monotonic() - start > PROGRESS_AFTER:
         progress(name, size, size, time.monotonic() - start)
 
@@ -125,17 +201,20 @@ def download_files(data_dir, names, mirrors, checksums, **options):
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DownloadError(f"{data_dir}: cannot create the data folder: {error.strerror or error}") from None
+        raise DownloadError(f"{data_dir}: cannot create the data folder: "
+                            f"{error.strerror or error}") from None
     for name in names:
         failures = []
         for mirror in mirrors:
             try:
-                fetch_verified(f"{mirror}{name}.gz", data_dir / f"{name}.gz", checksums[name], **options)
+                fetch_verified(f"{mirror}{name}.gz", data_dir / f"{name}.gz", checksums[name],
+                               **options)
                 break
             except MirrorFailure as failure:
                 failures.append(f"{mirror}: {failure}")
             except OSError as error:  # the destination folder, not the mirror
-                raise DownloadError(f"{data_dir / name}.gz: cannot write: {error.strerror or error}") from None
+                raise DownloadError(f"{data_dir / name}.gz: cannot write: "
+                                    f"{error.strerror or error}") from None
         else:
             raise DownloadError(
                 f"could not download {name}.gz ({'; '.join(failures)}); "
@@ -160,8 +239,17 @@ def stderr_progress(stream=None):
     stream = stream or sys.stderr
     tty = stream.isatty()
     started = set()
+    working = True
 
     def report(name, size, total, elapsed):
+        nonlocal working
+        if working:
+            try:
+                show(name, size, total, elapsed)
+            except (OSError, ValueError):  # stderr closed: no progress line is worth failing
+                working = False
+
+    def show(name, size, total, elapsed):
         done = total is not None and size >= total
         amount = f"{size / 1e6:.1f}" + (f" of {total / 1e6:.1f}" if total else "") + " MB"
         if tty:

@@ -9,6 +9,7 @@ own ``EventAccumulator`` in the tests.
 Record framing (TFRecord): ``uint64 length``, ``uint32 masked_crc32c(length)``,
 ``data``, ``uint32 masked_crc32c(data)``, all little-endian.
 """
+import contextlib
 import itertools
 import math
 import os
@@ -103,10 +104,18 @@ class EventWriter:
             int(time.time()), socket.gethostname(), os.getpid(), next(_file_serial))
         self.path = os.path.join(log_dir, name)
         self._file = open(self.path, "xb")
-        self._write(_event(0, _bytes_field(_EVENT_FILE_VERSION, FILE_VERSION)))
-        if purge_step is not None:
-            session_log = _key(_SESSION_LOG_STATUS, _WIRE_VARINT) + _varint(_SESSION_LOG_START)
-            self._write(_event(purge_step, _bytes_field(_EVENT_SESSION_LOG, session_log)))
+        try:
+            self._write(_event(0, _bytes_field(_EVENT_FILE_VERSION, FILE_VERSION)))
+            if purge_step is not None:
+                session_log = (_key(_SESSION_LOG_STATUS, _WIRE_VARINT)
+                               + _varint(_SESSION_LOG_START))
+                self._write(_event(purge_step, _bytes_field(_EVENT_SESSION_LOG, session_log)))
+        except OSError:  # e.g. a full disk: leave no headless file behind
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
 
     def _write(self, event):
         self._file.write(tfrecord(event))

@@ -18,6 +18,7 @@ version-1 checkpoint reads as a version-2 one with those fields at their 0.1 val
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import checkpoint, datasets
 from ._version import __version__
@@ -300,10 +301,15 @@ class _Reader:
 def load_checkpoint(path):
     """(tensors, CheckpointMeta) of a training checkpoint, everything checked: the header
     and its metadata first (no tensor data is read for a checkpoint that fails), then the
-    checksum, then the tensors' values. CheckpointError naming the file otherwise. The
-    `load` of CheckpointManager.restore_latest."""
+    checksum, then the tensors' values; a file named checkpoint-STEP.safetensors must hold
+    that global step. CheckpointError naming the file otherwise. The `load` of
+    CheckpointManager.restore_latest."""
     meta, shapes = checkpoint.read_header(path)
     result = CheckpointMeta.from_header(meta, shapes, path)
+    named_step = checkpoint.CheckpointManager(Path(path).parent).step_of(path)
+    if named_step is not None and named_step != result.global_step:
+        raise CheckpointError.about(path, f"holds global_step {result.global_step}, not the "
+                                          f"step {named_step} its name says")
     tensors, _ = checkpoint.load_file(path)
     result.check_tensors(tensors, path)
     return tensors, result

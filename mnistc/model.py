@@ -15,6 +15,10 @@ from . import _kernels
 from .optim import Optimizer
 
 PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
+# float32 values held per batch row and per unit of every layer (the input included): the
+# activations and their gradients (mnistc.h's mnc_mlp_buffers) and one evaluation
+# thread's forward scratch.
+BATCH_BUFFERS = 3
 
 
 def layer_names(n_hidden):
@@ -29,6 +33,35 @@ def parameter_shapes(sizes):
         shapes[f"{name}/weights"] = (fan_in, fan_out)
         shapes[f"{name}/biases"] = (fan_out,)
     return shapes
+
+
+def memory_needed(sizes, batch_size, parameter_blocks=1):
+    """Bytes an MLP with layer widths `sizes` needs at `batch_size`: `parameter_blocks`
+    float32 blocks the size of its parameters (1: the parameters alone, as plain SGD;
+    an optimizer adds a gradient block and one per state block, Adam's two), and
+    BATCH_BUFFERS float32 values per batch row and unit."""
+    n_params = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    return 4 * (parameter_blocks * n_params + BATCH_BUFFERS * batch_size * sum(sizes))
+
+
+class ModelTooLarge(ValueError):
+    """The network would need more memory than this process can have (check_memory)."""
+
+    def __init__(self, sizes, batch_size, needed, limit):
+        self.problem = (f"a {'-'.join(map(str, sizes))} network at batch size {batch_size} "
+                        f"needs about {needed / 2**30:.1f} GiB, more than the "
+                        f"{limit[0] / 2**30:.1f} GiB of {limit[1]}")
+        super().__init__(f"{self.problem}; choose a smaller --hidden or --batch-size")
+
+
+def check_memory(sizes, batch_size, parameter_blocks=1):
+    """ModelTooLarge, before anything is allocated, when memory_needed exceeds the most
+    memory this process can have (mnistc.runtime.memory_limit)."""
+    from .runtime import memory_limit
+
+    needed, limit = memory_needed(sizes, batch_size, parameter_blocks), memory_limit()
+    if limit is not None and needed > limit[0]:
+        raise ModelTooLarge(sizes, batch_size, needed, limit)
 
 
 def truncated_normal(rng, shape, stddev):
@@ -70,6 +103,9 @@ class MLP:
         self.label_smoothing = float(label_smoothing)
         self.sizes = (int(input_size),) + hidden + (int(num_classes),)
         self.batch_size = int(batch_size)
+        # The parameters, then a gradient block and the state blocks if the update needs them.
+        blocks = 1 + (1 + len(optimizer.state_names) if optimizer.stores_gradients else 0)
+        check_memory(self.sizes, self.batch_size, parameter_blocks=blocks)
         self.global_step = 0
         self.names = layer_names(len(hidden))
         self.shapes = shapes = parameter_shapes(self.sizes)

@@ -64,6 +64,12 @@ class Optimizer:
         size of the parameter block ("momentum_buffer", or "exp_avg" and "exp_avg_sq")."""
         return _kernels.OPTIMIZER_STATE[self._name]
 
+    @property
+    def stores_gradients(self):
+        """Whether a step keeps a gradient block the size of the parameters: every update
+        but plain SGD without weight decay, which rides in the backward pass."""
+        return not (self._name == "sgd" and self._hyperparameters["weight_decay"] == 0.0)
+
     def settings(self):
         """{"name": ..., and every hyperparameter}: JSON-able, for checkpoint metadata."""
         return {"name": self._name, **self._hyperparameters}

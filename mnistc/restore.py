@@ -12,7 +12,7 @@ from pathlib import Path
 from .checkpoint import CheckpointManager, warn_fallback
 from .errors import CheckpointError
 from .metadata import load_checkpoint, restore_latest
-from .model import MLP
+from .model import MLP, ModelTooLarge
 
 # Evaluation runs in chunks of this many rows at most: a row's logits are the same bits
 # whatever the chunk (mnistc.h's rounding rules), so this only bounds the scratch memory.
@@ -65,7 +65,11 @@ def load(path, step=None, *, batch_size=None, on_fallback=warn_fallback):
     file, tensors, meta = find_checkpoint(path, step, on_fallback)
     if batch_size is None:
         batch_size = min(meta.batch_size, MAX_EVAL_BATCH)
-    model = MLP(meta.hidden, batch_size, input_size=meta.sizes[0], num_classes=meta.sizes[-1])
+    try:
+        model = MLP(meta.hidden, batch_size, input_size=meta.sizes[0],
+                    num_classes=meta.sizes[-1])
+    except ModelTooLarge as exc:
+        raise _error(file, exc.problem) from None
     try:
         model.load_state_dict(tensors)
     except ValueError as exc:

@@ -2,11 +2,12 @@
 scalars, TensorBoard event files and the final summary.json.
 
 Checkpoints and logs matter more than stdout: when stdout goes away (a closed pipe, e.g.
-`| head`), the run stops printing and keeps training. A failed write of a log or of
+`| head`, or a full disk), the run stops printing and keeps training. A failed write of a log or of
 summary.json is an MnistcError naming the file (the CLI's one-line error); the file is
 cut back to its last complete record, and summary.json is only ever replaced whole.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -66,7 +67,7 @@ class RunOutput:
         self.path = Path(train_dir) / SUMMARIES_FILE
         self._keep_before(first_step)
         try:
-            self.file = open(self.path, "ab")
+            self.file = open(self.path, "ab", buffering=0)  # a failed write leaves no buffer
         except OSError as error:
             raise _cannot_write(self.path, error) from None
         self.events = None
@@ -76,7 +77,7 @@ class RunOutput:
                 self.events = EventWriter(train_dir, purge_step=first_step if first_step else None)
             except OSError as error:
                 self.file.close()
-                raise _cannot_write(Path(train_dir) / EVENTS_PREFIX, error) from None
+                raise _cannot_write(Path(train_dir) / f"{EVENTS_PREFIX}*", error) from None
 
     def _keep_before(self, first_step):
         # A run killed after its last checkpoint logged steps that will now be redone:
@@ -94,12 +95,17 @@ class RunOutput:
             return
         try:
             print(text, flush=True)
-        except BrokenPipeError:
+        except OSError as error:  # a closed pipe, silently; else (a full disk) once, on stderr
             self.quiet = True
             silence_stdout()
+            if not isinstance(error, BrokenPipeError):
+                with contextlib.suppress(OSError):
+                    print(f"warning: stdout: cannot write ({error.strerror or error}); "
+                          "training goes on without printing", file=sys.stderr, flush=True)
 
     def scalar(self, step, tag, value):
-        self._append(self.file, self.path, (json.dumps({"step": step, "tag": tag, "value": value}) + "\n").encode())
+        record = json.dumps({"step": step, "tag": tag, "value": value}) + "\n"
+        self._append(self.file, self.path, record.encode())
         if self.events is not None:
             try:
                 self.events.add_scalar(tag, value, step)
@@ -108,15 +114,14 @@ class RunOutput:
 
     @staticmethod
     def _append(file, path, record):
-        end = file.tell()
+        end = file.seek(0, os.SEEK_END)
         try:
-            file.write(record)
-            file.flush()
+            view = memoryview(record)
+            while view:  # an unbuffered write may take only part of it
+                view = view[file.write(view):]
         except OSError as error:
-            try:  # no torn record left behind
+            with contextlib.suppress(OSError):  # no torn record left behind
                 file.truncate(end)
-            except OSError:
-                pass
             raise _cannot_write(path, error) from None
 
     def close(self):
@@ -147,4 +152,5 @@ def remove_logs(train_dir):
                                     or entry.name.startswith(EVENTS_PREFIX)):
                 os.unlink(entry.path)
     except OSError as error:
-        raise MnistcError(f"{train_dir}: cannot remove the old run's logs: {error.strerror or error}") from None
+        raise MnistcError(f"{train_dir}: cannot remove the old run's logs: "
+                          f"{error.strerror or error}") from None

@@ -189,7 +189,7 @@ def _loop(cfg, model, sets, schedule, total, n_threads, out, manager, spec, rng)
     images, labels = sets.train.images, sets.train.labels
     loop_seconds = 0.0
     precision = {}
-    last_saved = manager.latest_step()
+    last_saved = model.global_step if cfg.resume else None  # the checkpoint restored
     for step in range(model.global_step, total):
         lr = schedule.rate(step)
         t0 = time.perf_counter()

@@ -1,7 +1,9 @@
-"""Shared fixtures: every CPU target this machine supports, thread counts, real data and a
-real run."""
+"""Shared fixtures and helpers: every CPU target this machine supports, thread counts, real
+data and a real run, and running the command-line tools in a process of their own."""
 import importlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,61 @@ def mnist_run(real_mnist_dir, tmp_path_factory):
     mnistc.train(data_dir=str(real_mnist_dir), train_dir=str(train_dir), download=False,
                  tensorboard=False)
     return real_mnist_dir, train_dir
+
+
+PACKAGE_ROOT = Path(mnistc.__file__).resolve().parent.parent
+
+
+def tool_command(tool, *args):
+    """The command line of `python -m mnistc.<tool> args`."""
+    return [sys.executable, "-m", f"mnistc.{tool}", *map(str, args)]
+
+
+def tool_env(**extra):
+    """The environment for a tool's process: this one's, with the mnistc this test
+    imported first on the path (so a process started anywhere runs the same code)."""
+    path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
+def run_tool(tool, *args, cwd=None, env_extra=None, timeout=600, stdout=subprocess.PIPE,
+             stderr=subprocess.PIPE, **options):
+    """Run `python -m mnistc.<tool> args` to completion; the CompletedProcess (text,
+    stdout and stderr captured unless given)."""
+    return subprocess.run(tool_command(tool, *args), stdout=stdout, stderr=stderr, text=True,
+                          cwd=cwd, env=tool_env(**(env_extra or {})), timeout=timeout,
+                          **options)
+
+
+def assert_one_line_error(result, tool, *fragments, status=2):
+    """The tool failed with `status` and said why on one stderr line, with `fragments`."""
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"mnistc.{tool}: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def run_tool_measured(tool, *args, cwd=None, env_extra=None, timeout=600, **options):
+    """run_tool, and the peak resident memory of the tool's process in bytes: its VmHWM
+    at exit (Linux), which, unlike wait4's ru_maxrss, does not start from this process's
+    own peak at the fork."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "vmhwm"
+        code = (f"import atexit\n"
+                f"def report():\n"
+                f"    for line in open('/proc/self/status'):\n"
+                f"        if line.startswith('VmHWM:'):\n"
+                f"            open({str(report)!r}, 'w').write(line.split()[1])\n"
+                f"atexit.register(report)\n"
+                f"import runpy\n"
+                f"runpy.run_module('mnistc.{tool}', run_name='__main__', alter_sys=True)")
+        result = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                                capture_output=True, text=True, cwd=cwd,
+                                env=tool_env(**(env_extra or {})), timeout=timeout,
+                                **options)
+        peak = int(report.read_text()) * 1024 if report.exists() else None
+    return result, peak

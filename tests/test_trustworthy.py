@@ -38,12 +38,13 @@ def summaries(train_dir):
 
 
 @pytest.mark.realdata
-def test_parameters_are_bit_identical_for_1_2_and_3_threads(real_mnist_dir, tmp_path):
+@pytest.mark.parametrize("recipe", ["tutorial", "fast"])
+def test_parameters_are_bit_identical_for_1_2_and_3_threads(real_mnist_dir, tmp_path, recipe):
     results = {}
     for threads in (1, 2, 3):
         run_dir = tmp_path / f"t{threads}"
-        summary = run_training(TrainConfig(
-            data_dir=str(real_mnist_dir), train_dir=str(run_dir), max_steps=300,
+        summary = run_training(TrainConfig.from_recipe(
+            recipe, data_dir=str(real_mnist_dir), train_dir=str(run_dir), max_steps=300,
             checkpoint_every=300, threads=threads, quiet=True, tensorboard=False))
         assert summary["threads"] == threads
         results[threads] = (final_tensors(run_dir), summaries(run_dir))
@@ -83,11 +84,17 @@ def test_resumed_run_equals_an_uninterrupted_one(real_mnist_dir, tmp_path):
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
-def test_killed_runs_resume_without_losing_completed_work(real_mnist_dir, tmp_path):
+@pytest.mark.parametrize("update", [
+    [],  # plain SGD at a constant rate, the tutorial's
+    ["--optimizer", "adam", "--schedule", "one-cycle", "--learning-rate", "0.003",
+     "--label-smoothing", "0.1"],
+], ids=["sgd", "adam-one-cycle"])
+def test_killed_runs_resume_without_losing_completed_work(real_mnist_dir, tmp_path, update):
     """Kill the trainer at random moments (checkpoints every 50 steps, so kills land in
-    saves too), resume each time, and end with the bits of an uninterrupted run."""
+    saves too), resume each time, and end with the bits of an uninterrupted run: the
+    parameters and the optimizer's state."""
     common = ["--data-dir", str(real_mnist_dir), "--hidden", "32,16", "--max-steps", "3000",
-              "--checkpoint-every", "50", "--no-tensorboard", "--quiet"]
+              "--checkpoint-every", "50", "--no-tensorboard", "--quiet", *update]
 
     def start(train_dir, *extra):
         return subprocess.Popen([sys.executable, "-m", "mnistc.train", *common,

@@ -92,15 +92,17 @@ def load_from_args(args):
 def run(parser, command, isa=None):
     """Check the environment, cap the CPU target at `isa` (--isa) if given, call
     command(); turn failures into one line and an exit status: 1 for a training failure
-    (e.g. a NaN loss), 2 for bad input, 130 for Ctrl-C, 141 (SIGPIPE's) when stdout was
-    closed, silently."""
+    (e.g. a NaN loss), 2 for bad input or a failed write, 130 for Ctrl-C, 141 (SIGPIPE's)
+    when stdout was closed, silently."""
     try:
         runtime.check_environment()
         if isa is not None:
             from .. import _kernels
 
             _kernels.set_isa(isa)
-        return command() or 0
+        status = command() or 0
+        sys.stdout.flush()  # a closed pipe or a full disk shows here, not at the exit
+        return status
     except TrainingError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
@@ -114,3 +116,7 @@ def run(parser, command, isa=None):
     except BrokenPipeError:
         silence_stdout()
         return 141
+    except OSError as exc:  # stdout on a full disk, mostly: what is unwritten is lost
+        silence_stdout()
+        where = str(exc.filename) if exc.filename else "cannot write the output"
+        parser.error(f"{where}: {exc.strerror or exc}")

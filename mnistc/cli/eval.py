@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from .. import data, evaluation
+from .. import data, evaluation, runtime
 from ..errors import CheckpointError
 from ..evaluation import evaluate, format_report
 from . import _common
@@ -54,7 +54,7 @@ def run_eval(args):
     sets = data.read_data_sets(args.data_dir, fake_data=args.fake_data,
                                validation_size=validation_size, rng=np.random.default_rng(0),
                                download=args.download, dataset=meta.dataset)
-    return model, evaluate(model, getattr(sets, args.split), args.threads)
+    return model, evaluate(model, getattr(sets, args.split), runtime.resolve_threads(args.threads))
 
 
 def main(argv=None):

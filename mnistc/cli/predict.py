@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from .. import images
+from .. import images, runtime
 from ..errors import CheckpointError
 from . import _common
 
@@ -64,7 +64,7 @@ def main(argv=None):
         if not 1 <= args.top <= model.sizes[-1]:
             raise ValueError(f"--top must be in 1..{model.sizes[-1]}, got {args.top}")
         names, pixels = images.load_images(args.files, args.invert)
-        _, probs = model.predict(pixels, args.threads)
+        _, probs = model.predict(pixels, runtime.resolve_threads(args.threads))
         for name, p in zip(names, probs):
             print(format_line(name, p, args.top, model.class_names))
 
