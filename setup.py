@@ -9,6 +9,7 @@ Environment switches (all optional):
                            clashes with other packages' copies; see pyproject.toml)
   MNISTC_SANITIZE=1        build with -fsanitize=address,undefined (tests/CI only)
 """
+
 import os
 import subprocess
 import sys
@@ -60,13 +61,26 @@ def openmp_flags(compiler):
 class BuildExt(build_ext):
     def build_extensions(self):
         msvc = self.compiler.compiler_type == "msvc"
-        cflags = ["/O2", "/fp:precise"] if msvc else [
-            "-O3", "-std=c11", "-ffp-contract=off", "-fno-math-errno",
-            "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
+        cflags = (
+            ["/O2", "/fp:precise"]
+            if msvc
+            else [
+                "-O3",
+                "-std=c11",
+                "-ffp-contract=off",
+                "-fno-math-errno",
+                "-Wall",
+                "-Wno-unused-function",
+                "-Wno-unreachable-code",
+            ]
+        )
         ldflags = []
         if os.environ.get("MNISTC_SANITIZE") == "1" and not msvc:
-            san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                   "-fno-sanitize-recover=all"]
+            san = [
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=all",
+            ]
             cflags += san + ["-O1", "-g"]
             ldflags += san
         no_openmp = os.environ.get("MNISTC_NO_OPENMP") == "1"
@@ -74,11 +88,14 @@ class BuildExt(build_ext):
             sys.exit("error: mnistc: MNISTC_NO_OPENMP=1 and MNISTC_FAIL_NO_OPENMP=1 contradict")
         omp = None if no_openmp else openmp_flags(self.compiler)
         if no_openmp:
-            print("mnistc: MNISTC_NO_OPENMP=1: building a single-threaded extension",
-                  file=sys.stderr)
+            print(
+                "mnistc: MNISTC_NO_OPENMP=1: building a single-threaded extension", file=sys.stderr
+            )
         elif omp is None:
-            msg = ("mnistc: OpenMP not found; building a single-threaded extension "
-                   "(every kernel will run on one thread)")
+            msg = (
+                "mnistc: OpenMP not found; building a single-threaded extension "
+                "(every kernel will run on one thread)"
+            )
             if os.environ.get("MNISTC_FAIL_NO_OPENMP") == "1":
                 sys.exit("error: " + msg)
             print("WARNING: " + msg, file=sys.stderr)
@@ -93,10 +110,11 @@ class BuildExt(build_ext):
 
     def write_build_config(self, cflags, ldflags, openmp):
         """Record how the extension was built, for mnistc.show_config()."""
+        command = " ".join(getattr(self.compiler, "compiler_so", []) or [])
         text = (
             "# Written by setup.py at build time; do not edit.\n"
             f"compiler = {self.compiler.compiler_type!r}\n"
-            f"compiler_command = {' '.join(getattr(self.compiler, 'compiler_so', []) or [])[:200]!r}\n"
+            f"compiler_command = {command[:200]!r}\n"
             f"cflags = {cflags!r}\n"
             f"ldflags = {ldflags!r}\n"
             f"openmp = {openmp!r}\n"
@@ -122,10 +140,16 @@ sources = ["mnistc/_kernels.pyx"] + sorted(str(p) for p in Path("csrc").glob("*.
 headers = sorted(str(p) for p in Path("csrc").glob("*.h"))
 # NumPy's C API (the wrappers' argument checks) at the 1.23 level, the oldest NumPy the
 # package supports at run time; NumPy >= 2 headers build wheels that run on 1.x and 2.x.
-extension = Extension("mnistc._kernels", sources=sources, depends=headers,
-                      include_dirs=["csrc", numpy.get_include()],
-                      define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_23_API_VERSION"),
-                                     ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION")])
+extension = Extension(
+    "mnistc._kernels",
+    sources=sources,
+    depends=headers,
+    include_dirs=["csrc", numpy.get_include()],
+    define_macros=[
+        ("NPY_NO_DEPRECATED_API", "NPY_1_23_API_VERSION"),
+        ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION"),
+    ],
+)
 
 setup(
     ext_modules=cythonize([extension], language_level=3),

@@ -18,8 +18,19 @@ top). `mnistc/<tool>.py` is only the entry point of `python -m mnistc.<tool>`.
 from ._version import __version__
 from .errors import CheckpointError, DataError, DownloadError, MnistcError, TrainingError
 
-__all__ = ["__version__", "train", "load", "export_onnx", "plot", "show_config", "MnistcError",
-           "DataError", "DownloadError", "CheckpointError", "TrainingError"]
+__all__ = [
+    "__version__",
+    "train",
+    "load",
+    "export_onnx",
+    "plot",
+    "show_config",
+    "MnistcError",
+    "DataError",
+    "DownloadError",
+    "CheckpointError",
+    "TrainingError",
+]
 
 try:
     from . import _kernels  # noqa: F401  (fail here, with advice, rather than deep inside)
@@ -28,7 +39,8 @@ except ImportError as exc:  # pragma: no cover - depends on how mnistc was insta
         f"mnistc's compiled extension could not be imported ({exc}). If you are running "
         "from a clone of the repository, build it in place with `pip install -e .` (a "
         "plain `pip install .` installs into site-packages, which the source folder "
-        "shadows when Python starts from it)") from exc
+        "shadows when Python starts from it)"
+    ) from exc
 
 
 def train(recipe="tutorial", **options):

@@ -66,10 +66,17 @@ _MAX_NDIM = 32
 # exist in safetensors but not in NumPy, so we neither write nor read them.
 _DTYPES = {
     "BOOL": np.dtype("?"),
-    "U8": np.dtype("u1"), "I8": np.dtype("i1"),
-    "U16": np.dtype("<u2"), "I16": np.dtype("<i2"), "F16": np.dtype("<f2"),
-    "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "F32": np.dtype("<f4"),
-    "U64": np.dtype("<u8"), "I64": np.dtype("<i8"), "F64": np.dtype("<f8"),
+    "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "F16": np.dtype("<f2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "F32": np.dtype("<f4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F64": np.dtype("<f8"),
 }
 _CODE_OF = {(dt.kind, dt.itemsize): code for code, dt in _DTYPES.items()}
 
@@ -80,8 +87,11 @@ def _error(path, reason: str) -> CheckpointError:
 
 def warn_fallback(path, error: CheckpointError) -> None:
     """The `on_fallback` of the command lines: one warning line on stderr."""
-    print(f"warning: skipping {path}: {error.reason}; falling back to the previous "
-          "checkpoint", file=sys.stderr, flush=True)
+    print(
+        f"warning: skipping {path}: {error.reason}; falling back to the previous checkpoint",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _clip(text: str) -> str:
@@ -95,6 +105,7 @@ def _short(value) -> str:
 
 # ---------------------------------------------------------------- writing
 
+
 def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None):
     """Validate the arguments and return the file's content as a list of byte chunks.
 
@@ -102,15 +113,21 @@ def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | Non
     file is touched.
     """
     if not isinstance(tensors, Mapping):
-        raise ValueError(f"tensors must be a mapping of name -> numpy array, got {type(tensors).__name__}")
+        raise ValueError(
+            f"tensors must be a mapping of name -> numpy array, got {type(tensors).__name__}"
+        )
     buffers = {}
     for name, array in tensors.items():
         if not isinstance(name, str) or not name or name == "__metadata__":
-            raise ValueError(f"tensor names must be non-empty strings other than '__metadata__', got {name!r}")
+            raise ValueError(
+                f"tensor names must be non-empty strings other than '__metadata__', got {name!r}"
+            )
         if not isinstance(array, np.ndarray):
             raise ValueError(f"tensor {name!r} must be a numpy array, got {type(array).__name__}")
         if (array.dtype.kind, array.dtype.itemsize) not in _CODE_OF:
-            raise ValueError(f"tensor {name!r} has dtype {array.dtype}, which a checkpoint cannot store")
+            raise ValueError(
+                f"tensor {name!r} has dtype {array.dtype}, which a checkpoint cannot store"
+            )
         # Little-endian, C order, whatever the caller's byte order and strides.
         buffers[name] = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     user_metadata = {} if metadata is None else metadata
@@ -128,7 +145,11 @@ def _encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | Non
         array = tensors[name]
         size = buffers[name].nbytes
         code = _CODE_OF[(array.dtype.kind, array.dtype.itemsize)]
-        entries[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + size]}
+        entries[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     # Ours win, and an old checksum key is dropped: a metadata map read back from a
     # checkpoint may be passed in again.
@@ -167,7 +188,9 @@ def _checksum_of(length, header_raw, data, path):
     return digest.hexdigest(), stored
 
 
-def save_file(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+def save_file(
+    path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write `tensors` and `metadata` to `path` atomically.
 
     Arrays may have any numeric or bool dtype NumPy and safetensors share
@@ -185,6 +208,7 @@ def save_file(path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, st
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _reject_duplicates(pairs):
     # json keeps the last of duplicate keys; that would hide a tensor entry.
@@ -212,15 +236,23 @@ def _parse_entry(path, name, entry, data_len):
     if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(map(_is_count, shape)):
         raise _error(path, f"{what}: bad shape {_short(shape)}")
     offsets = entry.get("data_offsets")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)) \
-            or offsets[0] > offsets[1]:
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(map(_is_count, offsets))
+        or offsets[0] > offsets[1]
+    ):
         raise _error(path, f"{what}: bad data_offsets {_short(offsets)}")
     begin, end = offsets
     if end > data_len:
-        raise _error(path, f"{what} ends at byte {end} of a {data_len}-byte data section (file truncated?)")
+        raise _error(
+            path, f"{what} ends at byte {end} of a {data_len}-byte data section (file truncated?)"
+        )
     nbytes = _DTYPES[code].itemsize * math.prod(shape)
     if end - begin != nbytes:
-        raise _error(path, f"{what}: {code} {shape} needs {nbytes} bytes but its offsets span {end - begin}")
+        raise _error(
+            path, f"{what}: {code} {shape} needs {nbytes} bytes but its offsets span {end - begin}"
+        )
     return begin, end, name, _DTYPES[code], tuple(shape)
 
 
@@ -241,9 +273,15 @@ def _read_header(f, path, require_mnistc: bool) -> _Header:
     length = f.read(8)
     (header_len,) = struct.unpack("<Q", length)
     if header_len > MAX_HEADER_BYTES:
-        raise _error(path, f"header length {header_len} is absurd (limit {MAX_HEADER_BYTES}); not a checkpoint")
+        raise _error(
+            path,
+            f"header length {header_len} is absurd (limit {MAX_HEADER_BYTES}); not a checkpoint",
+        )
     if 8 + header_len > size:
-        raise _error(path, f"header length {header_len} runs past the end of the {size}-byte file (truncated?)")
+        raise _error(
+            path,
+            f"header length {header_len} runs past the end of the {size}-byte file (truncated?)",
+        )
     raw = f.read(header_len)
     if len(raw) != header_len:
         raise _error(path, "file shrank while being read")
@@ -260,29 +298,48 @@ def _read_header(f, path, require_mnistc: bool) -> _Header:
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise _error(path, "__metadata__ is not a map of strings to strings")
     data_len = size - 8 - header_len
-    specs = [_parse_entry(path, name, entry, data_len) for name, entry in header.items() if name != "__metadata__"]
+    specs = [
+        _parse_entry(path, name, entry, data_len)
+        for name, entry in header.items()
+        if name != "__metadata__"
+    ]
     # Tensors must tile the data section exactly, as safetensors itself demands:
     # an overlap or gap means a damaged header, extra bytes a damaged file.
     position = 0
     for begin, end, name, _, _ in sorted(specs, key=lambda spec: spec[:2]):
         if begin != position:
-            problem = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
-            raise _error(path, f"tensor {_short(name)} {problem} (data_offsets start at {begin}, expected {position})")
+            problem = (
+                "overlaps the previous tensor" if begin < position else "leaves a gap before it"
+            )
+            raise _error(
+                path,
+                f"tensor {_short(name)} {problem} "
+                f"(data_offsets start at {begin}, expected {position})",
+            )
         position = end
     if position != data_len:
-        raise _error(path, f"data section is {data_len} bytes but the tensors account for {position}")
+        raise _error(
+            path, f"data section is {data_len} bytes but the tensors account for {position}"
+        )
 
     is_mnistc = meta.get("format") == FORMAT_NAME
     if require_mnistc and not is_mnistc:
-        raise _error(path, f'not an mnistc checkpoint (no "format": "{FORMAT_NAME}" in its metadata)')
+        raise _error(
+            path, f'not an mnistc checkpoint (no "format": "{FORMAT_NAME}" in its metadata)'
+        )
     if is_mnistc:
         version = meta.get("format_version")
         if version not in READABLE_VERSIONS:
-            raise _error(path, f"unsupported format_version {_short(version)} "
-                               f"(this mnistc reads {', '.join(READABLE_VERSIONS)})")
+            raise _error(
+                path,
+                f"unsupported format_version {_short(version)} "
+                f"(this mnistc reads {', '.join(READABLE_VERSIONS)})",
+            )
         if version == "1" and not re.fullmatch(r"[0-9a-f]{64}", meta.get("data_sha256", "")):
             raise _error(path, "metadata lacks a valid data_sha256")
-        if version != "1" and not re.fullmatch(rf"{_CHECKSUM_PREFIX}[0-9a-f]{{64}}", meta.get(CHECKSUM_KEY, "")):
+        if version != "1" and not re.fullmatch(
+            rf"{_CHECKSUM_PREFIX}[0-9a-f]{{64}}", meta.get(CHECKSUM_KEY, "")
+        ):
             raise _error(path, f"metadata lacks a valid {CHECKSUM_KEY}")
     return _Header(dict(meta), specs, data_len, is_mnistc, length, raw)
 
@@ -335,7 +392,9 @@ def load_file(path, verify: bool = True, *, require_mnistc: bool = True):
         try:
             tensors[name] = view.reshape(shape).astype(dtype.newbyteorder("="))
         except ValueError as error:  # e.g. shape (0, 2**62): no bytes, but too big for NumPy
-            raise _error(path, f"tensor {_short(name)}: shape {list(shape)} is not usable ({error})") from None
+            raise _error(
+                path, f"tensor {_short(name)}: shape {list(shape)} is not usable ({error})"
+            ) from None
     return tensors, meta
 
 
@@ -357,6 +416,7 @@ def read_metadata(path, *, require_mnistc: bool = True) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the folder
 
+
 class CheckpointManager:
     """The checkpoints of one run: ``<directory>/<prefix>-<step>.safetensors``.
 
@@ -369,7 +429,12 @@ class CheckpointManager:
     """
 
     def __init__(self, directory, prefix: str = "checkpoint", keep: int | None = 5):
-        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "/\\") or prefix.startswith("."):
+        if (
+            not isinstance(prefix, str)
+            or not prefix
+            or any(c in prefix for c in "/\\")
+            or prefix.startswith(".")
+        ):
             raise ValueError(f"prefix must be a plain file-name stem, got {prefix!r}")
         if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
             raise ValueError(f"keep must be a positive int or None (keep all), got {keep!r}")
@@ -395,11 +460,17 @@ class CheckpointManager:
     def _scan(self, pattern, files_only: bool = True) -> list[str]:
         try:
             with os.scandir(self.directory) as entries:
-                return [e.name for e in entries if pattern.fullmatch(e.name) and (e.is_file() or not files_only)]
+                return [
+                    e.name
+                    for e in entries
+                    if pattern.fullmatch(e.name) and (e.is_file() or not files_only)
+                ]
         except FileNotFoundError:
             return []
         except OSError as error:
-            raise _error(self.directory, f"cannot list checkpoints: {error.strerror or error}") from None
+            raise _error(
+                self.directory, f"cannot list checkpoints: {error.strerror or error}"
+            ) from None
 
     def step_of(self, path) -> int | None:
         """The step a file's name says (``<prefix>-<step>.safetensors``), or None."""
@@ -420,7 +491,12 @@ class CheckpointManager:
     def has_checkpoints(self) -> bool:
         return bool(self.list())
 
-    def save(self, step: int, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> Path:
+    def save(
+        self,
+        step: int,
+        tensors: Mapping[str, np.ndarray],
+        metadata: Mapping[str, str] | None = None,
+    ) -> Path:
         """Write the checkpoint for `step`, prune to `keep`, rewrite the index; return its path.
 
         Afterwards the folder holds this checkpoint and the `keep - 1`
@@ -439,11 +515,15 @@ class CheckpointManager:
             raise _error(path, f"cannot write checkpoint: {error.strerror or error}") from error
         try:
             names = [p.name for _, p in self.list()]
-            index = json.dumps({"latest": names[-1] if names else None, "all": names}, indent=1) + "\n"
+            index = (
+                json.dumps({"latest": names[-1] if names else None, "all": names}, indent=1) + "\n"
+            )
             atomic_write(self.index_path, [index.encode("utf-8")])
             self._remove(self._scan(self._temp_pattern))
         except OSError as error:
-            raise _error(self.index_path, f"cannot write the checkpoint index: {error.strerror or error}") from error
+            raise _error(
+                self.index_path, f"cannot write the checkpoint index: {error.strerror or error}"
+            ) from error
         return path
 
     def _prune(self, new_step: int) -> None:
@@ -458,9 +538,12 @@ class CheckpointManager:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / name)
 
-    def restore_latest(self, on_fallback: Callable[[Path, CheckpointError], None] | None = None,
-                       load: Callable = load_file):
-        """Load the newest readable checkpoint; return (step, tensors, metadata), or None if there are none.
+    def restore_latest(
+        self,
+        on_fallback: Callable[[Path, CheckpointError], None] | None = None,
+        load: Callable = load_file,
+    ):
+        """The newest readable checkpoint as (step, tensors, metadata); None if there are none.
 
         Checkpoints are tried newest first with `load(path)` -> (tensors, metadata)
         (default load_file, fully verified; mnistc.metadata.load_checkpoint also
@@ -487,10 +570,12 @@ class CheckpointManager:
         return None
 
     def remove_all(self) -> None:
-        """Delete our checkpoints, the index and our stale temp files; nothing else in the folder."""
+        """Delete our checkpoints, the index and our stale temp files; nothing else."""
         try:
             self._remove([INDEX_NAME] if self.index_path.is_file() else [])
             self._remove(p.name for _, p in self.list())
             self._remove(self._scan(self._temp_pattern))
         except OSError as error:
-            raise _error(self.directory, f"cannot remove checkpoints: {error.strerror or error}") from error
+            raise _error(
+                self.directory, f"cannot remove checkpoints: {error.strerror or error}"
+            ) from error

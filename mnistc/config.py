@@ -120,24 +120,32 @@ class TrainConfig:
         its default. ValueError naming the flag of a value it does not use or refuses."""
         from .optim import HYPERPARAMETERS, Optimizer
 
-        given = {name: getattr(self, name) for name in ("momentum", "weight_decay", "beta1",
-                                                        "beta2", "eps")
-                 if getattr(self, name) is not None}
+        given = {
+            name: getattr(self, name)
+            for name in ("momentum", "weight_decay", "beta1", "beta2", "eps")
+            if getattr(self, name) is not None
+        }
         unused = sorted(set(given) - set(HYPERPARAMETERS.get(self.optimizer, given)))
         if unused:
-            raise ValueError(f"--{unused[0].replace('_', '-')} does not apply to --optimizer "
-                             f"{self.optimizer}")
+            raise ValueError(
+                f"--{unused[0].replace('_', '-')} does not apply to --optimizer {self.optimizer}"
+            )
         try:
             return Optimizer(self.optimizer, **given).settings()
         except (ValueError, TypeError) as error:
             raise ValueError(f"--optimizer {self.optimizer}: {error}") from None
 
     def schedule_for(self, total_steps):
-        return Schedule(kind=self.schedule, learning_rate=self.learning_rate,
-                        total_steps=0 if self.schedule == "constant" else total_steps,
-                        warmup_steps=self.warmup_steps, final_lr=self.final_lr,
-                        pct_start=self.pct_start, div_factor=self.div_factor,
-                        final_div_factor=self.final_div_factor)
+        return Schedule(
+            kind=self.schedule,
+            learning_rate=self.learning_rate,
+            total_steps=0 if self.schedule == "constant" else total_steps,
+            warmup_steps=self.warmup_steps,
+            final_lr=self.final_lr,
+            pct_start=self.pct_start,
+            div_factor=self.div_factor,
+            final_div_factor=self.final_div_factor,
+        )
 
     def as_dict(self):
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -157,42 +165,110 @@ def _is_number(value):
 def validate(config):
     """Reject impossible settings with a ValueError naming the flag at fault."""
     checks = [
-        (config.dataset in datasets.REGISTRY, "--dataset",
-         f"must be one of {', '.join(datasets.REGISTRY)}", config.dataset),
-        (_is_int(config.batch_size) and config.batch_size >= 1, "--batch-size", "must be >= 1",
-         config.batch_size),
-        (bool(config.hidden) and all(_is_int(h) and h >= 1 for h in config.hidden), "--hidden",
-         "must be widths >= 1", list(config.hidden)),
-        (_is_int(config.seed) and 0 <= config.seed < 2**63, "--seed", "must be in 0..2**63-1",
-         config.seed),
-        (_is_int(config.validation_size) and config.validation_size >= 0, "--validation-size",
-         "must be >= 0", config.validation_size),
-        (config.optimizer in OPTIMIZERS, "--optimizer", f"must be one of {', '.join(OPTIMIZERS)}",
-         config.optimizer),
-        (config.schedule in SCHEDULES, "--schedule", f"must be one of {', '.join(SCHEDULES)}",
-         config.schedule),
-        (_is_number(config.label_smoothing) and 0 <= config.label_smoothing < 1,
-         "--label-smoothing", "must be in [0, 1)", config.label_smoothing),
-        (_is_number(config.learning_rate) and config.learning_rate > 0, "--learning-rate",
-         "must be a positive number", config.learning_rate),
-        (_is_int(config.warmup_steps) and config.warmup_steps >= 0, "--warmup-steps",
-         "must be >= 0", config.warmup_steps),
-        (_is_number(config.final_lr) and config.final_lr >= 0, "--final-lr", "must be >= 0",
-         config.final_lr),
-        (config.max_steps is None or (_is_int(config.max_steps) and config.max_steps >= 0),
-         "--max-steps", "must be >= 0", config.max_steps),
-        (config.epochs is None or (_is_number(config.epochs) and config.epochs > 0), "--epochs",
-         "must be a positive number", config.epochs),
-        (config.checkpoint_every is None or (_is_int(config.checkpoint_every)
-                                             and config.checkpoint_every >= 1),
-         "--checkpoint-every", "must be >= 1", config.checkpoint_every),
-        (config.checkpoint_every_epochs is None or (_is_int(config.checkpoint_every_epochs)
-                                                    and config.checkpoint_every_epochs >= 0),
-         "--checkpoint-every-epochs", "must be >= 0", config.checkpoint_every_epochs),
-        (bool(config.eval_splits) and set(config.eval_splits) <= set(SPLITS), "--eval-splits",
-         f"must name some of {', '.join(SPLITS)}", ",".join(config.eval_splits)),
-        (_is_int(config.threads) and config.threads >= 0, "--threads",
-         "must be >= 1 (or 0: the default)", config.threads),
+        (
+            config.dataset in datasets.REGISTRY,
+            "--dataset",
+            f"must be one of {', '.join(datasets.REGISTRY)}",
+            config.dataset,
+        ),
+        (
+            _is_int(config.batch_size) and config.batch_size >= 1,
+            "--batch-size",
+            "must be >= 1",
+            config.batch_size,
+        ),
+        (
+            bool(config.hidden) and all(_is_int(h) and h >= 1 for h in config.hidden),
+            "--hidden",
+            "must be widths >= 1",
+            list(config.hidden),
+        ),
+        (
+            _is_int(config.seed) and 0 <= config.seed < 2**63,
+            "--seed",
+            "must be in 0..2**63-1",
+            config.seed,
+        ),
+        (
+            _is_int(config.validation_size) and config.validation_size >= 0,
+            "--validation-size",
+            "must be >= 0",
+            config.validation_size,
+        ),
+        (
+            config.optimizer in OPTIMIZERS,
+            "--optimizer",
+            f"must be one of {', '.join(OPTIMIZERS)}",
+            config.optimizer,
+        ),
+        (
+            config.schedule in SCHEDULES,
+            "--schedule",
+            f"must be one of {', '.join(SCHEDULES)}",
+            config.schedule,
+        ),
+        (
+            _is_number(config.label_smoothing) and 0 <= config.label_smoothing < 1,
+            "--label-smoothing",
+            "must be in [0, 1)",
+            config.label_smoothing,
+        ),
+        (
+            _is_number(config.learning_rate) and config.learning_rate > 0,
+            "--learning-rate",
+            "must be a positive number",
+            config.learning_rate,
+        ),
+        (
+            _is_int(config.warmup_steps) and config.warmup_steps >= 0,
+            "--warmup-steps",
+            "must be >= 0",
+            config.warmup_steps,
+        ),
+        (
+            _is_number(config.final_lr) and config.final_lr >= 0,
+            "--final-lr",
+            "must be >= 0",
+            config.final_lr,
+        ),
+        (
+            config.max_steps is None or (_is_int(config.max_steps) and config.max_steps >= 0),
+            "--max-steps",
+            "must be >= 0",
+            config.max_steps,
+        ),
+        (
+            config.epochs is None or (_is_number(config.epochs) and config.epochs > 0),
+            "--epochs",
+            "must be a positive number",
+            config.epochs,
+        ),
+        (
+            config.checkpoint_every is None
+            or (_is_int(config.checkpoint_every) and config.checkpoint_every >= 1),
+            "--checkpoint-every",
+            "must be >= 1",
+            config.checkpoint_every,
+        ),
+        (
+            config.checkpoint_every_epochs is None
+            or (_is_int(config.checkpoint_every_epochs) and config.checkpoint_every_epochs >= 0),
+            "--checkpoint-every-epochs",
+            "must be >= 0",
+            config.checkpoint_every_epochs,
+        ),
+        (
+            bool(config.eval_splits) and set(config.eval_splits) <= set(SPLITS),
+            "--eval-splits",
+            f"must name some of {', '.join(SPLITS)}",
+            ",".join(config.eval_splits),
+        ),
+        (
+            _is_int(config.threads) and config.threads >= 0,
+            "--threads",
+            "must be >= 1 (or 0: the default)",
+            config.threads,
+        ),
     ]
     for ok, flag, rule, value in checks:
         if not ok:
@@ -209,26 +285,37 @@ def validate(config):
         from . import _kernels
 
         if config.isa not in _kernels.ISA_NAMES:
-            raise ValueError(f"--isa must be one of {', '.join(_kernels.ISA_NAMES)}, got {config.isa}")
+            raise ValueError(
+                f"--isa must be one of {', '.join(_kernels.ISA_NAMES)}, got {config.isa}"
+            )
 
 
 def resume_conflict(config, saved, schedule):
     """Why `config` cannot resume the run in checkpoint metadata `saved` (a
     CheckpointMeta) with this run's `schedule`, or None when it can."""
-    wanted = {"dataset": config.dataset, "hidden": tuple(config.hidden),
-              "batch_size": config.batch_size, "seed": config.seed,
-              "fake_data": config.fake_data, "validation_size": config.validation_size,
-              "label_smoothing": config.label_smoothing}
+    wanted = {
+        "dataset": config.dataset,
+        "hidden": tuple(config.hidden),
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "fake_data": config.fake_data,
+        "validation_size": config.validation_size,
+        "label_smoothing": config.label_smoothing,
+    }
     for name, value in wanted.items():
         if getattr(saved, name) != value:
             return f"was trained with {name}={_show(getattr(saved, name))}, not {_show(value)}"
     if saved.optimizer != config.optimizer_settings():
-        return (f"was trained with optimizer {_show(saved.optimizer)}, not "
-                f"{_show(config.optimizer_settings())}")
+        return (
+            f"was trained with optimizer {_show(saved.optimizer)}, not "
+            f"{_show(config.optimizer_settings())}"
+        )
     if not schedule.describes_same_run(saved.schedule):
-        return (f"was trained with schedule {_show(saved.schedule.settings())}, not "
-                f"{_show(schedule.settings())} (only a constant rate and the run's length may "
-                "change on --resume)")
+        return (
+            f"was trained with schedule {_show(saved.schedule.settings())}, not "
+            f"{_show(schedule.settings())} (only a constant rate and the run's length may "
+            "change on --resume)"
+        )
     return None
 
 

@@ -33,6 +33,11 @@ class DatasetSpec(NamedTuple):
         return len(self.class_names)
 
 
+def _sha256sums(text):
+    """{file name: SHA-256} from the lines of a SHA256SUMS file ("<hex>  <name>")."""
+    return {name: digest for digest, name in (line.split() for line in text.strip().splitlines())}
+
+
 _MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -44,12 +49,12 @@ MNIST = DatasetSpec(
     name="mnist",
     title="MNIST",
     files=_MNIST_FILES,
-    sha256={
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    },
+    sha256=_sha256sums("""
+        0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7  t10k-images-idx3-ubyte
+        ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2  t10k-labels-idx1-ubyte
+        ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db  train-images-idx3-ubyte
+        65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5  train-labels-idx1-ubyte
+    """),
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -61,18 +66,28 @@ FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     title="Fashion-MNIST",
     files=_MNIST_FILES,
-    sha256={
-        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    },
+    sha256=_sha256sums("""
+        5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b  t10k-images-idx3-ubyte
+        0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34  t10k-labels-idx1-ubyte
+        c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888  train-images-idx3-ubyte
+        bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9  train-labels-idx1-ubyte
+    """),
     mirrors=(
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     ),
-    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                 "Sneaker", "Bag", "Ankle boot"),
+    class_names=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 )
 
 REGISTRY = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
@@ -84,7 +99,9 @@ def get(name):
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(REGISTRY)}") from None
+        raise ValueError(
+            f"unknown data set {name!r}; expected one of {', '.join(REGISTRY)}"
+        ) from None
 
 
 def resolve_data_dir(spec, data_dir=None):
@@ -134,4 +151,6 @@ def verify_checksums(spec, data_dir):
         except GZIP_ERRORS as error:
             raise DataError(f"{path}: cannot read: {error}") from None
         if digest != spec.sha256[name]:
-            raise DataError(f"{path}: SHA-256 of the content is {digest}, expected {spec.sha256[name]}")
+            raise DataError(
+                f"{path}: SHA-256 of the content is {digest}, expected {spec.sha256[name]}"
+            )

@@ -107,8 +107,9 @@ class _Deadline:
 
         class HTTPS(urllib.request.HTTPSHandler):
             def https_open(self, req):
-                return self.do_open(watched(http.client.HTTPSConnection), req,
-                                    context=self._context)
+                return self.do_open(
+                    watched(http.client.HTTPSConnection), req, context=self._context
+                )
 
         return urllib.request.build_opener(HTTP, HTTPS)
 
@@ -174,8 +175,15 @@ def _fetch(url, out, idle_timeout, deadline, progress, name):
         progress(name, size, size, time.monotonic() - start)
 
 
-def fetch_verified(url, destination, expected_sha256, *, idle_timeout=IDLE_TIMEOUT,
-                   deadline=DEADLINE, progress=None):
+def fetch_verified(
+    url,
+    destination,
+    expected_sha256,
+    *,
+    idle_timeout=IDLE_TIMEOUT,
+    deadline=DEADLINE,
+    progress=None,
+):
     """Download `url` to `destination` atomically, keeping it only if it is gzip whose
     decompressed SHA-256 is `expected_sha256`; MirrorFailure otherwise."""
     destination = pathlib.Path(destination)
@@ -201,20 +209,23 @@ def download_files(data_dir, names, mirrors, checksums, **options):
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DownloadError(f"{data_dir}: cannot create the data folder: "
-                            f"{error.strerror or error}") from None
+        raise DownloadError(
+            f"{data_dir}: cannot create the data folder: {error.strerror or error}"
+        ) from None
     for name in names:
         failures = []
         for mirror in mirrors:
             try:
-                fetch_verified(f"{mirror}{name}.gz", data_dir / f"{name}.gz", checksums[name],
-                               **options)
+                fetch_verified(
+                    f"{mirror}{name}.gz", data_dir / f"{name}.gz", checksums[name], **options
+                )
                 break
             except MirrorFailure as failure:
                 failures.append(f"{mirror}: {failure}")
             except OSError as error:  # the destination folder, not the mirror
-                raise DownloadError(f"{data_dir / name}.gz: cannot write: "
-                                    f"{error.strerror or error}") from None
+                raise DownloadError(
+                    f"{data_dir / name}.gz: cannot write: {error.strerror or error}"
+                ) from None
         else:
             raise DownloadError(
                 f"could not download {name}.gz ({'; '.join(failures)}); "
@@ -227,8 +238,9 @@ def download_missing(spec, data_dir, **options):
     from spec.mirrors, checked against spec.sha256; files present are left alone."""
     from .datasets import missing_files
 
-    download_files(data_dir, missing_files(spec, pathlib.Path(data_dir)), spec.mirrors,
-                   spec.sha256, **options)
+    download_files(
+        data_dir, missing_files(spec, pathlib.Path(data_dir)), spec.mirrors, spec.sha256, **options
+    )
 
 
 def stderr_progress(stream=None):
@@ -254,8 +266,12 @@ def stderr_progress(stream=None):
         amount = f"{size / 1e6:.1f}" + (f" of {total / 1e6:.1f}" if total else "") + " MB"
         if tty:
             end = "\n" if done else ""
-            print(f"\rmnistc: downloading {name}: {amount} ({elapsed:.0f} s)", end=end,
-                  file=stream, flush=True)
+            print(
+                f"\rmnistc: downloading {name}: {amount} ({elapsed:.0f} s)",
+                end=end,
+                file=stream,
+                flush=True,
+            )
         elif name not in started or done:
             started.add(name)
             state = f"done, {amount} in {elapsed:.1f} s" if done else "in progress"

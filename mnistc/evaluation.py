@@ -43,16 +43,18 @@ def evaluate(model, dataset, n_threads=None):
     logits = np.empty((n, classes), np.float32)
     correct = model.evaluation(images, labels, 1, logits, n_threads)
     predicted = logits.argmax(axis=1)
-    confusion = np.bincount(labels.astype(np.int64) * classes + predicted,
-                            minlength=classes * classes).reshape(classes, classes)
+    confusion = np.bincount(
+        labels.astype(np.int64) * classes + predicted, minlength=classes * classes
+    ).reshape(classes, classes)
     rows = np.arange(n)
     label_logit = logits[rows, labels]
     tied = (label_logit == logits.max(axis=1)) & (predicted != labels)
     per_class = []
     for c in range(classes):
         count, hits = int(confusion[c].sum()), int(confusion[c, c])
-        per_class.append({"label": c, "n": count, "correct": hits,
-                          "accuracy": hits / count if count else None})
+        per_class.append(
+            {"label": c, "n": count, "correct": hits, "accuracy": hits / count if count else None}
+        )
     return {
         "n": n,
         "correct": correct,
@@ -68,14 +70,18 @@ def format_report(result, class_names=None):
     """The CLI's printed lines for an evaluate() result (a list of strings); class names,
     when given and not just the class numbers, are printed beside the numbers."""
     n, correct = result["n"], result["correct"]
-    lines = [f"  Num examples: {n}  Num correct: {correct}  "
-             f"Precision @ 1: {result['precision']:0.04f}"]
-    lines.append("Per-class accuracy (predicted = argmax of the logits; a tie goes to "
-                 "the lowest class):")
+    lines = [
+        f"  Num examples: {n}  Num correct: {correct}  Precision @ 1: {result['precision']:0.04f}"
+    ]
+    lines.append(
+        "Per-class accuracy (predicted = argmax of the logits; a tie goes to the lowest class):"
+    )
     entries = result["per_class"]
     names = class_names or [str(entry["label"]) for entry in entries]
-    labels = [str(e["label"]) if name == str(e["label"]) else f"{e['label']} {name}"
-              for e, name in zip(entries, names)]
+    labels = [
+        str(e["label"]) if name == str(e["label"]) else f"{e['label']} {name}"
+        for e, name in zip(entries, names)
+    ]
     width = max(map(len, labels))
     for entry, label in zip(entries, labels):
         acc = "   n/a" if entry["accuracy"] is None else f"{entry['accuracy']:0.04f}"
@@ -87,8 +93,10 @@ def format_report(result, class_names=None):
     for c, row in enumerate(confusion):
         lines.append(f"  {c:>2}" + "".join(f"{int(v):>{width}}" for v in row))
     if result["tied_hits"]:
-        lines.append(f"Note: in {result['tied_hits']} examples the label ties a lower "
-                     "class for the largest logit: Precision @ 1 counts them as hits, the "
-                     "argmax (per class, matrix) as the lower class: "
-                     f"{correct} = {result['argmax_correct']} + {result['tied_hits']}")
+        lines.append(
+            f"Note: in {result['tied_hits']} examples the label ties a lower "
+            "class for the largest logit: Precision @ 1 counts them as hits, the "
+            "argmax (per class, matrix) as the lower class: "
+            f"{correct} = {result['argmax_correct']} + {result['tied_hits']}"
+        )
     return lines

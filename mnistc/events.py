@@ -9,6 +9,7 @@ own ``EventAccumulator`` in the tests.
 Record framing (TFRecord): ``uint64 length``, ``uint32 masked_crc32c(length)``,
 ``data``, ``uint32 masked_crc32c(data)``, all little-endian.
 """
+
 import contextlib
 import itertools
 import math
@@ -75,15 +76,24 @@ def _bytes_field(field, payload):
 
 
 def _event(step, body):
-    return (_key(_EVENT_WALL_TIME, _WIRE_FIXED64) + struct.pack("<d", time.time())
-            + _key(_EVENT_STEP, _WIRE_VARINT) + _varint(step) + body)
+    return (
+        _key(_EVENT_WALL_TIME, _WIRE_FIXED64)
+        + struct.pack("<d", time.time())
+        + _key(_EVENT_STEP, _WIRE_VARINT)
+        + _varint(step)
+        + body
+    )
 
 
 def tfrecord(data):
     """One TFRecord: the framing TensorBoard's reader checks, around ``data``."""
     length = struct.pack("<Q", len(data))
-    return (length + struct.pack("<I", _masked_crc(length))
-            + data + struct.pack("<I", _masked_crc(data)))
+    return (
+        length
+        + struct.pack("<I", _masked_crc(length))
+        + data
+        + struct.pack("<I", _masked_crc(data))
+    )
 
 
 _file_serial = itertools.count()
@@ -100,15 +110,16 @@ class EventWriter:
 
     def __init__(self, log_dir, purge_step=None):
         import socket  # for the host name only; 3 ms of import that inference need not pay
+
         name = "events.out.tfevents.{:010d}.{}.{}.{}".format(
-            int(time.time()), socket.gethostname(), os.getpid(), next(_file_serial))
+            int(time.time()), socket.gethostname(), os.getpid(), next(_file_serial)
+        )
         self.path = os.path.join(log_dir, name)
         self._file = open(self.path, "xb")
         try:
             self._write(_event(0, _bytes_field(_EVENT_FILE_VERSION, FILE_VERSION)))
             if purge_step is not None:
-                session_log = (_key(_SESSION_LOG_STATUS, _WIRE_VARINT)
-                               + _varint(_SESSION_LOG_START))
+                session_log = _key(_SESSION_LOG_STATUS, _WIRE_VARINT) + _varint(_SESSION_LOG_START)
                 self._write(_event(purge_step, _bytes_field(_EVENT_SESSION_LOG, session_log)))
         except OSError:  # e.g. a full disk: leave no headless file behind
             with contextlib.suppress(OSError):
@@ -127,8 +138,11 @@ class EventWriter:
             as_float32 = struct.pack("<f", value)
         except OverflowError:  # beyond float32's range: round to infinity, as a cast does
             as_float32 = struct.pack("<f", math.copysign(math.inf, value))
-        value_msg = (_bytes_field(_VALUE_TAG, tag.encode("utf-8"))
-                     + _key(_VALUE_SIMPLE_VALUE, _WIRE_FIXED32) + as_float32)
+        value_msg = (
+            _bytes_field(_VALUE_TAG, tag.encode("utf-8"))
+            + _key(_VALUE_SIMPLE_VALUE, _WIRE_FIXED32)
+            + as_float32
+        )
         summary = _bytes_field(_SUMMARY_VALUE, value_msg)
         self._write(_event(step, _bytes_field(_EVENT_SUMMARY, summary)))
 

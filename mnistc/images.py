@@ -24,6 +24,7 @@ A scan or drawing with a dark digit on white paper must be inverted: pass ``--in
 (pixel -> 255 - pixel, applied after the conversion above). Nothing is inverted
 automatically.
 """
+
 import io
 
 import numpy as np
@@ -59,32 +60,36 @@ def _pgm_header(raw, path):
             else:
                 break
         if pos == start:
-            found = "the end of the file" if pos >= len(raw) else repr(raw[pos:pos + 8])
-            raise DataError(f"{path}: bad PGM header: expected whitespace before the "
-                            f"{what}, found {found}")
+            found = "the end of the file" if pos >= len(raw) else repr(raw[pos : pos + 8])
+            raise DataError(
+                f"{path}: bad PGM header: expected whitespace before the {what}, found {found}"
+            )
         begin = pos
         while pos < len(raw) and 0x30 <= raw[pos] <= 0x39 and pos - begin < 10:
             pos += 1
         if pos == begin:
-            found = "the end of the file" if pos >= len(raw) else repr(raw[pos:pos + 8])
-            raise DataError(f"{path}: bad PGM header: expected the {what} (a decimal "
-                            f"number), found {found}")
+            found = "the end of the file" if pos >= len(raw) else repr(raw[pos : pos + 8])
+            raise DataError(
+                f"{path}: bad PGM header: expected the {what} (a decimal number), found {found}"
+            )
         fields.append(int(raw[begin:pos]))
     if pos >= len(raw) or raw[pos] not in _WHITESPACE:
-        found = "the end of the file" if pos >= len(raw) else repr(raw[pos:pos + 8])
-        raise DataError(f"{path}: bad PGM header: expected one whitespace byte after the "
-                        f"maxval, found {found}")
+        found = "the end of the file" if pos >= len(raw) else repr(raw[pos : pos + 8])
+        raise DataError(
+            f"{path}: bad PGM header: expected one whitespace byte after the maxval, found {found}"
+        )
     return fields, pos
 
 
 def _check_pixel_count(path, found, unit):
     """A PGM body must hold exactly one 28x28 image: `found` pixel bytes or values."""
     if found < PIXELS:
-        raise DataError(f"{path}: truncated PGM: expected {PIXELS} pixel {unit}, "
-                        f"found {found}")
+        raise DataError(f"{path}: truncated PGM: expected {PIXELS} pixel {unit}, found {found}")
     if found > PIXELS:
-        raise DataError(f"{path}: {found - PIXELS} {unit} after the {PIXELS} pixels "
-                        "(several images in one PGM are not supported)")
+        raise DataError(
+            f"{path}: {found - PIXELS} {unit} after the {PIXELS} pixels "
+            "(several images in one PGM are not supported)"
+        )
 
 
 def parse_pgm(raw, path="<pgm>"):
@@ -97,12 +102,16 @@ def parse_pgm(raw, path="<pgm>"):
     if maxval < 1 or maxval > 65535:
         raise DataError(f"{path}: bad PGM header: maxval {maxval} is outside 1..65535")
     if maxval > 255:
-        raise DataError(f"{path}: 16-bit PGM (maxval {maxval}) is not supported; save it "
-                        "with 8 bits (maxval 255)")
+        raise DataError(
+            f"{path}: 16-bit PGM (maxval {maxval}) is not supported; save it "
+            "with 8 bits (maxval 255)"
+        )
     if (width, height) != (COLS, ROWS):
-        raise DataError(f"{path}: image is {width}x{height}, mnistc needs {COLS}x{ROWS} "
-                        "(resize and centre the digit yourself; nothing is resized here)")
-    body = raw[pos + 1:]
+        raise DataError(
+            f"{path}: image is {width}x{height}, mnistc needs {COLS}x{ROWS} "
+            "(resize and centre the digit yourself; nothing is resized here)"
+        )
+    body = raw[pos + 1 :]
     if magic == b"P5":
         _check_pixel_count(path, len(body), "bytes")
         pixels = np.frombuffer(bytes(body), np.uint8).astype(np.int64)
@@ -111,8 +120,10 @@ def parse_pgm(raw, path="<pgm>"):
         _check_pixel_count(path, len(tokens), "values")
         bad = next((i for i, t in enumerate(tokens) if not t.isdigit() or len(t) > 5), None)
         if bad is not None:
-            raise DataError(f"{path}: pixel {bad} is {tokens[bad][:12]!r}, not a decimal "
-                            "number (comments are allowed only in the header)")
+            raise DataError(
+                f"{path}: pixel {bad} is {tokens[bad][:12]!r}, not a decimal "
+                "number (comments are allowed only in the header)"
+            )
         pixels = np.array([int(t) for t in tokens], np.int64)
     over = np.flatnonzero(pixels > maxval)
     if over.size:
@@ -150,15 +161,18 @@ def _to_gray(image, path):
     elif mode in ("1", "RGB"):
         gray = image.convert("L")
     elif mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
-            mode == "P" and "transparency" in image.info):
+        mode == "P" and "transparency" in image.info
+    ):
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         gray = Image.alpha_composite(black, rgba).convert("L")
     elif mode == "P":
         gray = image.convert("RGB").convert("L")
     else:
-        raise DataError(f"{path}: PNG mode {mode!r} is not supported (use 8-bit "
-                        "grayscale, RGB, RGBA or a palette)")
+        raise DataError(
+            f"{path}: PNG mode {mode!r} is not supported (use 8-bit "
+            "grayscale, RGB, RGBA or a palette)"
+        )
     return np.asarray(gray, dtype=np.uint8)
 
 
@@ -168,11 +182,12 @@ def parse_png(raw, path="<png>"):
         raise DataError(f"{path}: not a PNG file")
     width, height, depth, _ = _png_header(raw, path)
     if depth == 16:
-        raise DataError(f"{path}: 16-bit PNG is not supported; save it with 8 bits per "
-                        "channel")
+        raise DataError(f"{path}: 16-bit PNG is not supported; save it with 8 bits per channel")
     if (width, height) != (COLS, ROWS):
-        raise DataError(f"{path}: image is {width}x{height}, mnistc needs {COLS}x{ROWS} "
-                        "(resize and centre the digit yourself; nothing is resized here)")
+        raise DataError(
+            f"{path}: image is {width}x{height}, mnistc needs {COLS}x{ROWS} "
+            "(resize and centre the digit yourself; nothing is resized here)"
+        )
     try:
         from PIL import Image
     except ImportError:
@@ -197,8 +212,10 @@ def read_idx_file_images(path):
     """uint8 [N, 28, 28]: every image of an IDX file (raw or gzip)."""
     array = idx.read(path)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[1:] != (ROWS, COLS):
-        raise DataError(f"{path}: IDX file holds {array.dtype} {list(array.shape)}, not "
-                        f"uint8 images [N, {ROWS}, {COLS}] (is it a labels file?)")
+        raise DataError(
+            f"{path}: IDX file holds {array.dtype} {list(array.shape)}, not "
+            f"uint8 images [N, {ROWS}, {COLS}] (is it a labels file?)"
+        )
     if array.shape[0] == 0:
         raise DataError(f"{path}: IDX file holds no images")
     return array
@@ -211,8 +228,10 @@ def _read_capped(path):
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(raw) > MAX_IMAGE_FILE_BYTES:
-        raise DataError(f"{path}: more than {MAX_IMAGE_FILE_BYTES} bytes; too large for a "
-                        f"{COLS}x{ROWS} PGM or PNG")
+        raise DataError(
+            f"{path}: more than {MAX_IMAGE_FILE_BYTES} bytes; too large for a "
+            f"{COLS}x{ROWS} PGM or PNG"
+        )
     return raw
 
 
@@ -231,8 +250,7 @@ def _sniff(path):
         return "idx"
     if not head:
         raise DataError(f"{path}: empty file")
-    raise DataError(f"{path}: not a PGM (P5/P2), PNG or IDX image file "
-                    f"(starts with {head[:8]!r})")
+    raise DataError(f"{path}: not a PGM (P5/P2), PNG or IDX image file (starts with {head[:8]!r})")
 
 
 def load_images(paths, invert=False):
@@ -260,8 +278,10 @@ def load_images(paths, invert=False):
 def check_model(model):
     if model.sizes[0] != PIXELS:
         where = getattr(model, "checkpoint_path", "the model")
-        raise ValueError(f"{where}: the network takes {model.sizes[0]} inputs, not the "
-                         f"{PIXELS} pixels of a {COLS}x{ROWS} image")
+        raise ValueError(
+            f"{where}: the network takes {model.sizes[0]} inputs, not the "
+            f"{PIXELS} pixels of a {COLS}x{ROWS} image"
+        )
 
 
 def predict_files(model, paths, invert=False, n_threads=None):

@@ -29,20 +29,24 @@ class TrainDirLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise MnistcError(f"{self.path}: cannot open the train dir's lock: "
-                              f"{error.strerror or error}") from None
+            raise MnistcError(
+                f"{self.path}: cannot open the train dir's lock: {error.strerror or error}"
+            ) from None
         try:
             locked = _try_lock(fd)
         except OSError as error:  # a file system without locks (some network mounts)
             os.close(fd)
-            raise MnistcError(f"{self.path}: cannot lock the train dir: "
-                              f"{error.strerror or error}") from None
+            raise MnistcError(
+                f"{self.path}: cannot lock the train dir: {error.strerror or error}"
+            ) from None
         if not locked:
             holder = _read_pid(fd)
             os.close(fd)
             who = f"process {holder}" if holder else "another process"
-            raise TrainDirLocked(f"{self.path.parent} is in use by {who} (another training run "
-                                 "writes there); wait for it or use another --train-dir")
+            raise TrainDirLocked(
+                f"{self.path.parent} is in use by {who} (another training run "
+                "writes there); wait for it or use another --train-dir"
+            )
         try:  # only a courtesy to the next writer: a full disk must not stop the run here
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

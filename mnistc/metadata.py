@@ -77,11 +77,17 @@ class CheckpointMeta:
             "metadata_version": str(METADATA_VERSION),
             "global_step": str(self.global_step),
             "sizes": json.dumps(list(self.sizes)),
-            "run": json.dumps({
-                "hidden": list(self.hidden), "batch_size": self.batch_size, "seed": self.seed,
-                "fake_data": self.fake_data, "validation_size": self.validation_size,
-                "dataset": self.dataset, "label_smoothing": self.label_smoothing,
-            }),
+            "run": json.dumps(
+                {
+                    "hidden": list(self.hidden),
+                    "batch_size": self.batch_size,
+                    "seed": self.seed,
+                    "fake_data": self.fake_data,
+                    "validation_size": self.validation_size,
+                    "dataset": self.dataset,
+                    "label_smoothing": self.label_smoothing,
+                }
+            ),
             "class_names": json.dumps(list(self.class_names)),
             "optimizer": json.dumps(self.optimizer),
             "optimizer_step": str(self.optimizer_step),
@@ -108,10 +114,14 @@ class CheckpointMeta:
 
         for name in self.parameter_shapes():
             if not np.isfinite(tensors[name]).all():
-                raise CheckpointError.about(path, f"parameter {name!r} holds NaN or infinite values")
+                raise CheckpointError.about(
+                    path, f"parameter {name!r} holds NaN or infinite values"
+                )
         permutation = tensors.get(PERMUTATION_TENSOR)
         if permutation is not None and permutation.dtype != np.int32:
-            raise CheckpointError.about(path, f"{PERMUTATION_TENSOR} has dtype {permutation.dtype}, not int32")
+            raise CheckpointError.about(
+                path, f"{PERMUTATION_TENSOR} has dtype {permutation.dtype}, not int32"
+            )
 
 
 class _Reader:
@@ -140,7 +150,9 @@ class _Reader:
 
     def count(self, what, value, low=0, high=MAX_STEP):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.fail(f"metadata {what} must be a whole number in {low}..{high}, got {str(value)[:40]!r}")
+            self.fail(
+                f"metadata {what} must be a whole number in {low}..{high}, got {str(value)[:40]!r}"
+            )
         return value
 
     def decimal(self, key, default=None):
@@ -152,7 +164,9 @@ class _Reader:
     def read(self, shapes):
         version = self.decimal("metadata_version", "1")
         if version not in (1, METADATA_VERSION):
-            self.fail(f"metadata_version {version} is not one this mnistc reads (1, {METADATA_VERSION})")
+            self.fail(
+                f"metadata_version {version} is not one this mnistc reads (1, {METADATA_VERSION})"
+            )
         sizes = self.sizes(shapes)
         self.tensor_shapes(sizes, shapes)
         run = self.json("run")
@@ -172,7 +186,9 @@ class _Reader:
             batch_size=self.count('"run" batch_size', run.get("batch_size"), 1, MAX_BATCH_SIZE),
             seed=self.count('"run" seed', run.get("seed"), 0, 2**63),
             fake_data=self.flag(run.get("fake_data")),
-            validation_size=self.count('"run" validation_size', run.get("validation_size"), 0, 2**31),
+            validation_size=self.count(
+                '"run" validation_size', run.get("validation_size"), 0, 2**31
+            ),
             label_smoothing=self.smoothing(run.get("label_smoothing", 0.0)),
             dataset=dataset,
             class_names=class_names,
@@ -202,7 +218,10 @@ class _Reader:
     def sizes(self, shapes):
         sizes = self.json("sizes")
         if not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS + 1:
-            self.fail(f'metadata "sizes" must list 2..{MAX_LAYERS + 1} layer widths, got {self.meta["sizes"][:40]!r}')
+            self.fail(
+                f'metadata "sizes" must list 2..{MAX_LAYERS + 1} layer widths, '
+                f"got {self.meta['sizes'][:40]!r}"
+            )
         for width in sizes:
             self.count('"sizes" entry', width, 1, MAX_WIDTH)
         return tuple(sizes)
@@ -213,8 +232,10 @@ class _Reader:
             if name not in shapes:
                 self.fail(f'tensor {name!r} is missing (the "sizes" {list(sizes)} need it)')
             if tuple(shapes[name]) != shape:
-                self.fail(f"tensor {name!r} has shape {list(shapes[name])}, the metadata's "
-                          f"{list(sizes)} network needs {list(shape)}")
+                self.fail(
+                    f"tensor {name!r} has shape {list(shapes[name])}, the metadata's "
+                    f"{list(sizes)} network needs {list(shape)}"
+                )
         for name in shapes:
             if name not in expected and not name.startswith(("data/", OPTIMIZER_PREFIX)):
                 self.fail(f"tensor {name[:40]!r} is not a parameter of a {list(sizes)} network")
@@ -227,8 +248,11 @@ class _Reader:
             names = list(datasets.get(dataset).class_names)
         else:
             names = self.json("class_names")
-        if not isinstance(names, list) or len(names) != sizes[-1] or \
-                not all(isinstance(n, str) and 0 < len(n) <= 100 for n in names):
+        if (
+            not isinstance(names, list)
+            or len(names) != sizes[-1]
+            or not all(isinstance(n, str) and 0 < len(n) <= 100 for n in names)
+        ):
             self.fail(f'metadata "class_names" must name each of the {sizes[-1]} classes')
         return tuple(names)
 
@@ -246,7 +270,9 @@ class _Reader:
             try:
                 rate = float(self.text("learning_rate"))
             except ValueError:
-                self.fail(f'metadata "learning_rate" is not a number: {self.meta["learning_rate"][:40]!r}')
+                self.fail(
+                    f'metadata "learning_rate" is not a number: {self.meta["learning_rate"][:40]!r}'
+                )
             settings = {"learning_rate": rate}
         else:
             settings = self.json("schedule")
@@ -257,9 +283,14 @@ class _Reader:
 
     def epochs(self, version):
         epochs = None if version == 1 else self.json("epochs")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
-                                   or not (math.isfinite(epochs) and epochs > 0)):
-            self.fail(f'metadata "epochs" must be null or a positive number, got {str(epochs)[:40]!r}')
+        if epochs is not None and (
+            isinstance(epochs, bool)
+            or not isinstance(epochs, (int, float))
+            or not (math.isfinite(epochs) and epochs > 0)
+        ):
+            self.fail(
+                f'metadata "epochs" must be null or a positive number, got {str(epochs)[:40]!r}'
+            )
         return epochs
 
     def rng_state(self):
@@ -267,11 +298,18 @@ class _Reader:
         if state is None:
             return None
         inner = state.get("state") if isinstance(state, dict) else None
-        if not (isinstance(inner, dict) and state.get("bit_generator") == "PCG64"
-                and all(isinstance(inner.get(k), int) and not isinstance(inner.get(k), bool)
-                        and 0 <= inner.get(k) < 2**128 for k in ("state", "inc"))
-                and isinstance(state.get("has_uint32"), int)
-                and isinstance(state.get("uinteger"), int)):
+        if not (
+            isinstance(inner, dict)
+            and state.get("bit_generator") == "PCG64"
+            and all(
+                isinstance(inner.get(k), int)
+                and not isinstance(inner.get(k), bool)
+                and 0 <= inner.get(k) < 2**128
+                for k in ("state", "inc")
+            )
+            and isinstance(state.get("has_uint32"), int)
+            and isinstance(state.get("uinteger"), int)
+        ):
             self.fail('metadata "rng_state" is not a PCG64 generator state')
         return state
 
@@ -290,9 +328,14 @@ class _Reader:
         if record is None:
             return None
         precision = record.get("precision") if isinstance(record, dict) else None
-        if not (isinstance(precision, dict) and set(precision) <= set(SPLITS)
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
-                        for v in precision.values())):
+        if not (
+            isinstance(precision, dict)
+            and set(precision) <= set(SPLITS)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                for v in precision.values()
+            )
+        ):
             self.fail('metadata "last_eval" must map splits to precisions in [0, 1]')
         self.count('"last_eval" step', record.get("step"))
         return record
@@ -308,8 +351,9 @@ def load_checkpoint(path):
     result = CheckpointMeta.from_header(meta, shapes, path)
     named_step = checkpoint.CheckpointManager(Path(path).parent).step_of(path)
     if named_step is not None and named_step != result.global_step:
-        raise CheckpointError.about(path, f"holds global_step {result.global_step}, not the "
-                                          f"step {named_step} its name says")
+        raise CheckpointError.about(
+            path, f"holds global_step {result.global_step}, not the step {named_step} its name says"
+        )
     tensors, _ = checkpoint.load_file(path)
     result.check_tensors(tensors, path)
     return tensors, result
@@ -318,5 +362,7 @@ def load_checkpoint(path):
 def restore_latest(directory, on_fallback=checkpoint.warn_fallback):
     """(tensors, CheckpointMeta) of the newest good checkpoint in a train directory,
     falling back past bad ones (each reported to `on_fallback`); None if it has none."""
-    found = checkpoint.CheckpointManager(directory).restore_latest(on_fallback, load=load_checkpoint)
+    found = checkpoint.CheckpointManager(directory).restore_latest(
+        on_fallback, load=load_checkpoint
+    )
     return None if found is None else found[1:]

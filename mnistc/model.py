@@ -7,6 +7,7 @@ optimizer's update all see the same memory; the optimizer's state (mnistc.optim)
 blocks of the same size. The arithmetic is in C (mnistc._kernels); this module owns
 shapes, names, initialisation and state. It does not read files.
 """
+
 import math
 
 import numpy as np
@@ -48,9 +49,11 @@ class ModelTooLarge(ValueError):
     """The network would need more memory than this process can have (check_memory)."""
 
     def __init__(self, sizes, batch_size, needed, limit):
-        self.problem = (f"a {'-'.join(map(str, sizes))} network at batch size {batch_size} "
-                        f"needs about {needed / 2**30:.1f} GiB, more than the "
-                        f"{limit[0] / 2**30:.1f} GiB of {limit[1]}")
+        self.problem = (
+            f"a {'-'.join(map(str, sizes))} network at batch size {batch_size} "
+            f"needs about {needed / 2**30:.1f} GiB, more than the "
+            f"{limit[0] / 2**30:.1f} GiB of {limit[1]}"
+        )
         super().__init__(f"{self.problem}; choose a smaller --hidden or --batch-size")
 
 
@@ -87,12 +90,15 @@ class MLP:
     targets (1 - ε)·onehot + ε/classes (torch's label_smoothing); 0 is the tutorial's.
     """
 
-    def __init__(self, hidden, batch_size, *, input_size, num_classes, optimizer=None,
-                 label_smoothing=0.0):
+    def __init__(
+        self, hidden, batch_size, *, input_size, num_classes, optimizer=None, label_smoothing=0.0
+    ):
         optimizer = Optimizer() if optimizer is None else optimizer
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a mnistc.optim.Optimizer or None, "
-                            f"not {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a mnistc.optim.Optimizer or None, "
+                f"not {type(optimizer).__name__}"
+            )
         hidden = tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden layer widths must be >= 1, got {hidden}")
@@ -114,17 +120,23 @@ class MLP:
         offset = 0
         for name, shape in shapes.items():
             size = math.prod(shape)
-            self.params[name] = self._block[offset:offset + size].reshape(shape)
+            self.params[name] = self._block[offset : offset + size].reshape(shape)
             offset += size
         self._kernel = _kernels.MLPKernel(
             [self.params[f"{n}/weights"] for n in self.names],
-            [self.params[f"{n}/biases"] for n in self.names], self.batch_size)
+            [self.params[f"{n}/biases"] for n in self.names],
+            self.batch_size,
+        )
         self._optimizer = optimizer
-        self._optimizer_state = {f"optimizer/{name}": np.zeros_like(self._block)
-                                 for name in optimizer.state_names}
-        self._kernel.set_optimizer(optimizer.name, self._block,
-                                   tuple(self._optimizer_state.values()),
-                                   **optimizer.hyperparameters)
+        self._optimizer_state = {
+            f"optimizer/{name}": np.zeros_like(self._block) for name in optimizer.state_names
+        }
+        self._kernel.set_optimizer(
+            optimizer.name,
+            self._block,
+            tuple(self._optimizer_state.values()),
+            **optimizer.hyperparameters,
+        )
 
     @property
     def hidden(self):
@@ -153,8 +165,15 @@ class MLP:
         """One step of the model's optimizer at this learning rate on rows idx (int32)
         of a uint8 data set; returns the batch's mean (smoothed) cross-entropy before the
         update and advances global_step (and the optimizer's step count)."""
-        loss = self._kernel.train_step(images, labels, idx, learning_rate, PIXEL_SCALE,
-                                       n_threads, label_smoothing=self.label_smoothing)
+        loss = self._kernel.train_step(
+            images,
+            labels,
+            idx,
+            learning_rate,
+            PIXEL_SCALE,
+            n_threads,
+            label_smoothing=self.label_smoothing,
+        )
         self.global_step += 1
         return loss
 
@@ -194,8 +213,9 @@ class MLP:
                 raise ValueError(f"missing parameter {name!r}")
             value = tensors[name]
             if value.shape != shape:
-                raise ValueError(f"parameter {name!r} has shape {value.shape}, "
-                                 f"the model needs {shape}")
+                raise ValueError(
+                    f"parameter {name!r} has shape {value.shape}, the model needs {shape}"
+                )
             if value.dtype != np.float32:
                 raise ValueError(f"parameter {name!r} has dtype {value.dtype}, not float32")
         for name in self.shapes:
@@ -217,19 +237,24 @@ class MLP:
         and then nothing changes."""
         for name in self._optimizer_state:
             if name not in tensors:
-                raise ValueError(f"missing optimizer state {name!r} "
-                                 f"(the model's optimizer is {self.optimizer.name})")
+                raise ValueError(
+                    f"missing optimizer state {name!r} "
+                    f"(the model's optimizer is {self.optimizer.name})"
+                )
             value = tensors[name]
             if value.shape != self._block.shape:
-                raise ValueError(f"optimizer state {name!r} has shape {value.shape}, "
-                                 f"the model needs {self._block.shape}")
+                raise ValueError(
+                    f"optimizer state {name!r} has shape {value.shape}, "
+                    f"the model needs {self._block.shape}"
+                )
             if value.dtype != np.float32:
-                raise ValueError(f"optimizer state {name!r} has dtype {value.dtype}, "
-                                 f"not float32")
+                raise ValueError(f"optimizer state {name!r} has dtype {value.dtype}, not float32")
         for name in tensors:
             if name.startswith("optimizer/") and name not in self._optimizer_state:
-                raise ValueError(f"unexpected optimizer state {name!r} "
-                                 f"(the model's optimizer is {self.optimizer.name})")
+                raise ValueError(
+                    f"unexpected optimizer state {name!r} "
+                    f"(the model's optimizer is {self.optimizer.name})"
+                )
         self._kernel.optimizer_step = step  # checked there: TypeError, ValueError
         for name, value in self._optimizer_state.items():
             value[...] = tensors[name]

@@ -40,11 +40,17 @@ def get(name):
 def describe(name, config):
     """One line: what recipe `name` expanded to in `config` (the settings the recipe sets,
     as flags) and which of them the caller's own options changed."""
+
     def flag(key):
         value = getattr(config, key)
         spell = _FLAGS.get(key)
-        return spell(value) if spell else f"--{key.replace('_', '-')} {value:g}" \
-            if isinstance(value, float) else f"--{key.replace('_', '-')} {value}"
+        return (
+            spell(value)
+            if spell
+            else f"--{key.replace('_', '-')} {value:g}"
+            if isinstance(value, float)
+            else f"--{key.replace('_', '-')} {value}"
+        )
 
     recipe = get(name)
     keys = [k for k in recipe if getattr(config, k) is not None]

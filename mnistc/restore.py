@@ -32,8 +32,11 @@ def find_checkpoint(path, step=None, on_fallback=warn_fallback):
         if step is None:
             found = restore_latest(path, on_fallback=on_fallback)
             if found is None:
-                raise _error(path, "no checkpoint in this directory (nothing named "
-                                   "checkpoint-STEP.safetensors); train first or name a file")
+                raise _error(
+                    path,
+                    "no checkpoint in this directory (nothing named "
+                    "checkpoint-STEP.safetensors); train first or name a file",
+                )
             tensors, meta = found
             return manager.path_for(meta.global_step), tensors, meta
         file = manager.path_for(step)
@@ -66,14 +69,15 @@ def load(path, step=None, *, batch_size=None, on_fallback=warn_fallback):
     if batch_size is None:
         batch_size = min(meta.batch_size, MAX_EVAL_BATCH)
     try:
-        model = MLP(meta.hidden, batch_size, input_size=meta.sizes[0],
-                    num_classes=meta.sizes[-1])
+        model = MLP(meta.hidden, batch_size, input_size=meta.sizes[0], num_classes=meta.sizes[-1])
     except ModelTooLarge as exc:
         raise _error(file, exc.problem) from None
     try:
         model.load_state_dict(tensors)
     except ValueError as exc:
-        raise _error(file, f"does not fit the {list(meta.sizes)} network in its metadata: {exc}") from None
+        raise _error(
+            file, f"does not fit the {list(meta.sizes)} network in its metadata: {exc}"
+        ) from None
     model.global_step = meta.global_step
     model.checkpoint_path = Path(file)
     model.meta = meta

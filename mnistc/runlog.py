@@ -100,8 +100,12 @@ class RunOutput:
             silence_stdout()
             if not isinstance(error, BrokenPipeError):
                 with contextlib.suppress(OSError):
-                    print(f"warning: stdout: cannot write ({error.strerror or error}); "
-                          "training goes on without printing", file=sys.stderr, flush=True)
+                    print(
+                        f"warning: stdout: cannot write ({error.strerror or error}); "
+                        "training goes on without printing",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
     def scalar(self, step, tag, value):
         record = json.dumps({"step": step, "tag": tag, "value": value}) + "\n"
@@ -118,7 +122,7 @@ class RunOutput:
         try:
             view = memoryview(record)
             while view:  # an unbuffered write may take only part of it
-                view = view[file.write(view):]
+                view = view[file.write(view) :]
         except OSError as error:
             with contextlib.suppress(OSError):  # no torn record left behind
                 file.truncate(end)
@@ -148,9 +152,11 @@ def remove_logs(train_dir):
     train_dir = Path(train_dir)
     try:
         for entry in os.scandir(train_dir):
-            if entry.is_file() and (entry.name in (SUMMARIES_FILE, SUMMARY_FILE)
-                                    or entry.name.startswith(EVENTS_PREFIX)):
+            if entry.is_file() and (
+                entry.name in (SUMMARIES_FILE, SUMMARY_FILE) or entry.name.startswith(EVENTS_PREFIX)
+            ):
                 os.unlink(entry.path)
     except OSError as error:
-        raise MnistcError(f"{train_dir}: cannot remove the old run's logs: "
-                          f"{error.strerror or error}") from None
+        raise MnistcError(
+            f"{train_dir}: cannot remove the old run's logs: {error.strerror or error}"
+        ) from None

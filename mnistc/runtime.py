@@ -55,8 +55,11 @@ def resolve_threads(requested=None, warn=True):
     limit = MAX_THREADS_PER_CPU * cpu_count()
     if count > limit:
         if warn:
-            print(f"warning: {count} threads requested on {cpu_count()} CPUs; using {limit}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: {count} threads requested on {cpu_count()} CPUs; using {limit}",
+                file=sys.stderr,
+                flush=True,
+            )
         count = limit
     return count
 
@@ -95,16 +98,19 @@ def memory_limit(root=Path("/sys/fs/cgroup"), cgroup_file="/proc/self/cgroup"):
     that exists here, and which one that is. None when none is known."""
     found = []
     try:
-        found.append((os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-                      "this machine's memory"))
+        found.append(
+            (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory")
+        )
     except (AttributeError, ValueError, OSError):
         pass
     try:
         lines = Path(cgroup_file).read_text().splitlines()
     except OSError:
         lines = []
-    found += [(limit, "the memory limit of this process's cgroup")
-              for limit in _cgroup_memory_limits(lines, Path(root))]
+    found += [
+        (limit, "the memory limit of this process's cgroup")
+        for limit in _cgroup_memory_limits(lines, Path(root))
+    ]
     try:
         import resource
 
@@ -122,8 +128,12 @@ def build_config():
         from . import _build_config as b
     except ImportError:
         return {}
-    return {"compiler": b.compiler, "cflags": " ".join(b.cflags),
-            "ldflags": " ".join(b.ldflags), "openmp": b.openmp}
+    return {
+        "compiler": b.compiler,
+        "cflags": " ".join(b.cflags),
+        "ldflags": " ".join(b.ldflags),
+        "openmp": b.openmp,
+    }
 
 
 def config_text():

@@ -37,13 +37,19 @@ class Schedule:
 
     def __post_init__(self):
         def bad(name, rule):
-            raise ValueError(f"schedule {self.kind!r}: {name} must be {rule}, got {getattr(self, name)!r}")
+            raise ValueError(
+                f"schedule {self.kind!r}: {name} must be {rule}, got {getattr(self, name)!r}"
+            )
 
         if self.kind not in KINDS:
             raise ValueError(f"unknown schedule {self.kind!r}; expected one of {', '.join(KINDS)}")
         for name in ("learning_rate", "final_lr", "pct_start", "div_factor", "final_div_factor"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
                 bad(name, "a finite number")
         for name in ("total_steps", "warmup_steps"):
             value = getattr(self, name)
@@ -91,7 +97,11 @@ class Schedule:
         if s <= rise_end:
             lo, hi, pct = start, peak, s / rise_end if rise_end > 0 else 1.0
         else:
-            lo, hi, pct = peak, end, (s - rise_end) / (n - 1 - rise_end) if n - 1 > rise_end else 1.0
+            lo, hi, pct = (
+                peak,
+                end,
+                (s - rise_end) / (n - 1 - rise_end) if n - 1 > rise_end else 1.0,
+            )
         return hi + (lo - hi) / 2 * (math.cos(math.pi * pct) + 1)
 
     def settings(self):
@@ -102,7 +112,9 @@ class Schedule:
     def from_settings(cls, settings):
         """The Schedule a settings() dict describes; ValueError for a bad or unknown field."""
         if not isinstance(settings, dict):
-            raise ValueError(f"schedule settings must be a JSON object, got {type(settings).__name__}")
+            raise ValueError(
+                f"schedule settings must be a JSON object, got {type(settings).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _kernels, config as config_module, data, datasets, runtime
+from . import _kernels, data, datasets, runtime
+from . import config as config_module
 from ._version import __version__
 from .checkpoint import CheckpointManager, warn_fallback
 from .config import TrainConfig
@@ -42,7 +43,9 @@ def _prepare_dir(train_dir):
     try:
         train_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise MnistcError(f"cannot create train dir {train_dir}: {error.strerror or error}") from None
+        raise MnistcError(
+            f"cannot create train dir {train_dir}: {error.strerror or error}"
+        ) from None
     if not train_dir.is_dir():
         raise MnistcError(f"train dir {train_dir} is not a directory")
     import os
@@ -59,17 +62,22 @@ def _restore(manager, cfg, schedule, model, rng, dataset):
     step, tensors, meta = found
     path = manager.path_for(step)
     if list(meta.sizes) != list(model.sizes):
-        raise CheckpointError(f"{path}: model shape {list(meta.sizes)} differs from the requested "
-                              f"{list(model.sizes)}")
+        raise CheckpointError(
+            f"{path}: model shape {list(meta.sizes)} differs from the requested {list(model.sizes)}"
+        )
     conflict = config_module.resume_conflict(cfg, meta, schedule)
     if conflict:
         raise CheckpointError(f"{path}: {conflict}; resume with the same settings")
     if meta.rng_state is None or meta.data_state is None:
         raise CheckpointError(f"{path}: holds no generator or data position; it cannot be resumed")
     if (meta.isa == "generic") != (_kernels.isa_active() == "generic") and meta.isa != "unknown":
-        print(f"warning: {path} was trained on the {meta.isa} CPU target and this run uses "
-              f"{_kernels.isa_active()}: the result may differ in the last bits from an "
-              "uninterrupted run", file=sys.stderr, flush=True)
+        print(
+            f"warning: {path} was trained on the {meta.isa} CPU target and this run uses "
+            f"{_kernels.isa_active()}: the result may differ in the last bits from an "
+            "uninterrupted run",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         model.load_state_dict(tensors)
         model.load_optimizer_state(tensors, meta.optimizer_step)
@@ -89,7 +97,9 @@ def _evaluate(model, sets, splits, n_threads, out, step):
         correct = model.evaluation(dataset.images, dataset.labels, 1, None, n_threads)
         n = dataset.num_examples
         precision[split] = correct / n if n else 0.0
-        out.say(f"  Num examples: {n}  Num correct: {correct}  Precision @ 1: {precision[split]:0.04f}")
+        out.say(
+            f"  Num examples: {n}  Num correct: {correct}  Precision @ 1: {precision[split]:0.04f}"
+        )
         out.scalar(step, f"precision/{split}", precision[split])
     return precision
 
@@ -112,15 +122,21 @@ def _run_locked(cfg, train_dir):
         raise MnistcError(
             f"{train_dir} already holds checkpoints (newest: step "
             f"{manager.list(files_only=False)[-1][0]}); pass --resume to continue that run or "
-            "--overwrite to start over")
+            "--overwrite to start over"
+        )
     spec = datasets.get(cfg.dataset)
     rng = np.random.default_rng(cfg.seed)
     from .download import stderr_progress
 
-    sets = data.read_data_sets(cfg.data_dir, fake_data=cfg.fake_data,
-                               validation_size=cfg.validation_size, rng=rng,
-                               download=cfg.download, dataset=cfg.dataset,
-                               progress=None if cfg.quiet else stderr_progress())
+    sets = data.read_data_sets(
+        cfg.data_dir,
+        fake_data=cfg.fake_data,
+        validation_size=cfg.validation_size,
+        rng=rng,
+        download=cfg.download,
+        dataset=cfg.dataset,
+        progress=None if cfg.quiet else stderr_progress(),
+    )
     n_train = sets.train.num_examples
     if n_train == 0:
         raise ValueError(f"--validation-size {cfg.validation_size} leaves no training examples")
@@ -145,8 +161,9 @@ def _run_locked(cfg, train_dir):
             out.say(describe(cfg.recipe, cfg))
         if restored is not None:
             out.say(f"Resuming from {restored} (step {start})")
-        loop_seconds, precision = _loop(cfg, model, sets, schedule, total, n_threads, out,
-                                        manager, spec, rng)
+        loop_seconds, precision = _loop(
+            cfg, model, sets, schedule, total, n_threads, out, manager, spec, rng
+        )
     finally:
         out.close()
 
@@ -177,9 +194,14 @@ def _run_locked(cfg, train_dir):
 
 def _build_model(cfg, spec):
     optimizer = Optimizer.from_settings(cfg.optimizer_settings())
-    return MLP(cfg.hidden, cfg.batch_size, input_size=spec.image_pixels,
-               num_classes=spec.num_classes, optimizer=optimizer,
-               label_smoothing=cfg.label_smoothing)
+    return MLP(
+        cfg.hidden,
+        cfg.batch_size,
+        input_size=spec.image_pixels,
+        num_classes=spec.num_classes,
+        optimizer=optimizer,
+        label_smoothing=cfg.label_smoothing,
+    )
 
 
 def _loop(cfg, model, sets, schedule, total, n_threads, out, manager, spec, rng):
@@ -198,10 +220,15 @@ def _loop(cfg, model, sets, schedule, total, n_threads, out, manager, spec, rng)
         duration = time.perf_counter() - t0
         loop_seconds += duration
         if not math.isfinite(loss):
-            kept = f"the last good checkpoint is step {last_saved}" if last_saved is not None \
+            kept = (
+                f"the last good checkpoint is step {last_saved}"
+                if last_saved is not None
                 else "no checkpoint was written"
-            raise TrainingError(f"loss became {loss} at step {step}; training stopped "
-                                f"({kept}). Try a smaller --learning-rate")
+            )
+            raise TrainingError(
+                f"loss became {loss} at step {step}; training stopped "
+                f"({kept}). Try a smaller --learning-rate"
+            )
         if step % LOG_EVERY == 0:
             rate = "" if constant else f", lr = {lr:.4g}"
             out.say(f"Step {step}: loss = {loss:.2f}{rate} ({duration:.3f} sec)")
@@ -210,8 +237,10 @@ def _loop(cfg, model, sets, schedule, total, n_threads, out, manager, spec, rng)
         if model.global_step in checkpoints:
             if cfg.epochs is not None:
                 epoch = model.global_step * cfg.batch_size / n_train
-                out.say(f"Epoch {min(epoch, cfg.epochs):.4g} of {cfg.epochs:g} "
-                        f"(step {model.global_step})")
+                out.say(
+                    f"Epoch {min(epoch, cfg.epochs):.4g} of {cfg.epochs:g} "
+                    f"(step {model.global_step})"
+                )
             precision = _evaluate(model, sets, cfg.eval_splits, n_threads, out, step)
             _save(manager, cfg, model, schedule, spec, rng, sets.train, precision)
             last_saved = model.global_step
@@ -224,11 +253,21 @@ def _save(manager, cfg, model, schedule, spec, rng, dataset, precision):
     tensors.update(optimizer_tensors)
     tensors[PERMUTATION_TENSOR] = dataset.permutation
     meta = CheckpointMeta(
-        global_step=model.global_step, sizes=tuple(model.sizes), batch_size=cfg.batch_size,
-        seed=cfg.seed, fake_data=cfg.fake_data, validation_size=cfg.validation_size,
-        label_smoothing=cfg.label_smoothing, dataset=cfg.dataset, class_names=spec.class_names,
-        optimizer=cfg.optimizer_settings(), optimizer_step=optimizer_step, schedule=schedule,
-        epochs=cfg.epochs, rng_state=rng.bit_generator.state, data_state=dataset.get_state(),
+        global_step=model.global_step,
+        sizes=tuple(model.sizes),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        fake_data=cfg.fake_data,
+        validation_size=cfg.validation_size,
+        label_smoothing=cfg.label_smoothing,
+        dataset=cfg.dataset,
+        class_names=spec.class_names,
+        optimizer=cfg.optimizer_settings(),
+        optimizer_step=optimizer_step,
+        schedule=schedule,
+        epochs=cfg.epochs,
+        rng_state=rng.bit_generator.state,
+        data_state=dataset.get_state(),
         last_eval={"step": model.global_step, "precision": precision},
         isa=_kernels.isa_active(),
     )

@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: every CPU target this machine supports, thread counts, real
 data and a real run, and running the command-line tools in a process of their own."""
+
 import importlib
 import os
 import subprocess
@@ -90,8 +91,9 @@ def mnist_run(real_mnist_dir, tmp_path_factory):
     """The tutorial's run (python -m mnistc.train's defaults) on real MNIST, for the tests
     of what is made from a trained model: (data dir, train dir)."""
     train_dir = tmp_path_factory.mktemp("mnist_run")
-    mnistc.train(data_dir=str(real_mnist_dir), train_dir=str(train_dir), download=False,
-                 tensorboard=False)
+    mnistc.train(
+        data_dir=str(real_mnist_dir), train_dir=str(train_dir), download=False, tensorboard=False
+    )
     return real_mnist_dir, train_dir
 
 
@@ -110,13 +112,28 @@ def tool_env(**extra):
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
-def run_tool(tool, *args, cwd=None, env_extra=None, timeout=600, stdout=subprocess.PIPE,
-             stderr=subprocess.PIPE, **options):
+def run_tool(
+    tool,
+    *args,
+    cwd=None,
+    env_extra=None,
+    timeout=600,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    **options,
+):
     """Run `python -m mnistc.<tool> args` to completion; the CompletedProcess (text,
     stdout and stderr captured unless given)."""
-    return subprocess.run(tool_command(tool, *args), stdout=stdout, stderr=stderr, text=True,
-                          cwd=cwd, env=tool_env(**(env_extra or {})), timeout=timeout,
-                          **options)
+    return subprocess.run(
+        tool_command(tool, *args),
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        cwd=cwd,
+        env=tool_env(**(env_extra or {})),
+        timeout=timeout,
+        **options,
+    )
 
 
 def assert_one_line_error(result, tool, *fragments, status=2):
@@ -137,17 +154,24 @@ def run_tool_measured(tool, *args, cwd=None, env_extra=None, timeout=600, **opti
 
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "vmhwm"
-        code = (f"import atexit\n"
-                f"def report():\n"
-                f"    for line in open('/proc/self/status'):\n"
-                f"        if line.startswith('VmHWM:'):\n"
-                f"            open({str(report)!r}, 'w').write(line.split()[1])\n"
-                f"atexit.register(report)\n"
-                f"import runpy\n"
-                f"runpy.run_module('mnistc.{tool}', run_name='__main__', alter_sys=True)")
-        result = subprocess.run([sys.executable, "-c", code, *map(str, args)],
-                                capture_output=True, text=True, cwd=cwd,
-                                env=tool_env(**(env_extra or {})), timeout=timeout,
-                                **options)
+        code = (
+            f"import atexit\n"
+            f"def report():\n"
+            f"    for line in open('/proc/self/status'):\n"
+            f"        if line.startswith('VmHWM:'):\n"
+            f"            open({str(report)!r}, 'w').write(line.split()[1])\n"
+            f"atexit.register(report)\n"
+            f"import runpy\n"
+            f"runpy.run_module('mnistc.{tool}', run_name='__main__', alter_sys=True)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=tool_env(**(env_extra or {})),
+            timeout=timeout,
+            **options,
+        )
         peak = int(report.read_text()) * 1024 if report.exists() else None
     return result, peak

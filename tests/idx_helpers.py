@@ -42,9 +42,13 @@ def fake_mnist(n_train=12, n_test=5, seed=0):
     """{name: decompressed IDX bytes} of a tiny MNIST-shaped data set (28x28 images)."""
     rng = np.random.default_rng(seed)
     return {
-        MNIST_NAMES["train_images"]: images_idx(rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)),
+        MNIST_NAMES["train_images"]: images_idx(
+            rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8)
+        ),
         MNIST_NAMES["train_labels"]: labels_idx(np.arange(n_train) % 10),
-        MNIST_NAMES["test_images"]: images_idx(rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)),
+        MNIST_NAMES["test_images"]: images_idx(
+            rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8)
+        ),
         MNIST_NAMES["test_labels"]: labels_idx((np.arange(n_test) + 3) % 10),
     }
 

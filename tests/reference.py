@@ -1,12 +1,23 @@
 """Plain float64 NumPy references for every kernel, independent of the code under
 test, and the tolerances they are compared with (one place for all of them)."""
+
 import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
-def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
-         bias=None, relu=False, relu_mask=None):
+def gemm(
+    a,
+    b,
+    c=None,
+    trans_a=False,
+    trans_b=False,
+    alpha=1.0,
+    beta=0.0,
+    bias=None,
+    relu=False,
+    relu_mask=None,
+):
     """float64 C := epilogue(alpha op(A) op(B) + beta C), the mnistc.h contract."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
@@ -24,8 +35,7 @@ def gemm(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
     return out
 
 
-def gemm_tolerance(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0,
-                   bias=None):
+def gemm_tolerance(a, b, c=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None):
     """Element bound for a float32 GEMM: c * k * eps32 * (|alpha| |A||B| + |beta C| + |bias|),
     the classic forward error bound of a length-k dot product, with c = 2 (the epilogue
     adds a couple of roundings)."""
@@ -56,7 +66,8 @@ def assert_close(actual, expected, bound, what=""):
             f"{what}: {bad.sum()} of {err.size} elements out of tolerance; worst at {worst}: "
             f"got {actual[worst]!r}, want {expected[worst]!r}, |err| {err[worst]:.3g} > "
             f"bound {np.broadcast_to(bound, err.shape)[worst]:.3g}; max abs err {err.max():.3g}, "
-            f"max rel err {rel.max():.3g}")
+            f"max rel err {rel.max():.3g}"
+        )
 
 
 def smoothed_targets(labels, n, label_smoothing):
@@ -112,6 +123,7 @@ def mlp_loss(params, x, labels, label_smoothing=0.0):
 # Added for test_nn_kernels.py and test_mlp_kernel.py: the nn-kernel tolerances and a
 # float64 backprop / trainer (its optimizers below).
 
+
 def colsum_tolerance(x, out=None, alpha=1.0, beta=0.0):
     """Bound on |out_new - (beta out + alpha sum_i x[i, j])| for a float32 column sum run
     down i: the m - 1 float32 additions add at most (m - 1) u sum_i |x_ij| (u = eps32 / 2),
@@ -160,8 +172,9 @@ def softmax_xent_tolerance(logits, labels, grad_scale=None, label_smoothing=0.0)
     row_tol = 2.0 * EPS32 * (np.abs(lse) + np.abs(z_y) + log_s + n + 1)
     if label_smoothing:
         spread_abs = label_smoothing / n * np.abs(z).sum(axis=1)
-        row_tol = row_tol + 2.0 * EPS32 * (n * spread_abs + np.abs(zmax[:, 0]) + np.abs(z_y)
-                                           + np.abs(lse))
+        row_tol = row_tol + 2.0 * EPS32 * (
+            n * spread_abs + np.abs(zmax[:, 0]) + np.abs(z_y) + np.abs(lse)
+        )
     _, _, dz = softmax_xent(z, labels, grad_scale, label_smoothing)
     p = np.exp(z - zmax - log_s[:, None])
     dz_tol = 2.0 * (abs(g) * p * EPS32 * (n + 3 + np.abs(z - zmax)) + EPS32 * np.abs(dz))
@@ -192,8 +205,7 @@ def mlp_gradients(params, x, labels, label_smoothing=0.0):
     return loss, grads
 
 
-def train(params, images, labels, batches, lr, kind="sgd", scale=1.0 / 255.0,
-          **hyperparameters):
+def train(params, images, labels, batches, lr, kind="sgd", scale=1.0 / 255.0, **hyperparameters):
     """float64 training from params (copied) by optimizer `kind` (optimizer_update below:
     mnistc.h's formulas with their float32-rounded scalars, the arithmetic in float64),
     one step per index array in `batches`; the inputs are scaled in float32 as mnistc does
@@ -215,8 +227,10 @@ def train(params, images, labels, batches, lr, kind="sgd", scale=1.0 / 255.0,
         loss, grads = mlp_gradients(layers(block), x, labels[idx])
         losses.append(loss)
         g = np.concatenate([a.ravel() for pair in grads for a in pair])
-        scalars = {k: np.float64(v) if isinstance(v, np.floating) else v
-                   for k, v in optimizer_scalars(kind, lr, t, **hyperparameters).items()}
+        scalars = {
+            k: np.float64(v) if isinstance(v, np.floating) else v
+            for k, v in optimizer_scalars(kind, lr, t, **hyperparameters).items()
+        }
         block, state = optimizer_update(kind, block, g, state, scalars)
     return layers(block), np.array(losses)
 
@@ -256,19 +270,31 @@ def mlp_forward_tolerance(params, x, probabilistic=False):
 OPTIMIZER_STATE_COUNT = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}
 
 
-def optimizer_scalars(kind, lr, step, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8,
-                      weight_decay=0.0):
+def optimizer_scalars(
+    kind, lr, step, momentum=0.0, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0
+):
     """The scalars of update number `step`, as mnistc.h defines them: computed in double
     from the Python floats, then rounded to float32 once (torch's scalar handling)."""
     f = np.float32
-    s = {"l2": weight_decay != 0 and kind != "adamw", "first": step == 1, "lr": f(lr),
-         "weight_decay": f(weight_decay), "momentum": f(momentum)}
+    s = {
+        "l2": weight_decay != 0 and kind != "adamw",
+        "first": step == 1,
+        "lr": f(lr),
+        "weight_decay": f(weight_decay),
+        "momentum": f(momentum),
+    }
     if kind in ("adam", "adamw"):
         w1 = f(1.0 - beta1)
-        s.update(w1=w1, w1_rest=f(1) - w1, beta2=f(beta2), c2=f(1.0 - beta2),
-                 step_size=f(lr / (1.0 - beta1 ** float(step))),
-                 bc2_sqrt=f((1.0 - beta2 ** float(step)) ** 0.5), eps=f(eps),
-                 decay=f(1.0 - lr * weight_decay) if kind == "adamw" else f(1))
+        s.update(
+            w1=w1,
+            w1_rest=f(1) - w1,
+            beta2=f(beta2),
+            c2=f(1.0 - beta2),
+            step_size=f(lr / (1.0 - beta1 ** float(step))),
+            bc2_sqrt=f((1.0 - beta2 ** float(step)) ** 0.5),
+            eps=f(eps),
+            decay=f(1.0 - lr * weight_decay) if kind == "adamw" else f(1),
+        )
     return s
 
 

@@ -54,13 +54,15 @@ def _expected_bytes(array):
 @pytest.fixture
 def valid_file(tmp_path):
     path = tmp_path / "good.safetensors"
-    save_file(path, _sample_tensors(), {"global_step": "12", "model": json.dumps({"hidden": [128, 32]})})
+    save_file(
+        path, _sample_tensors(), {"global_step": "12", "model": json.dumps({"hidden": [128, 32]})}
+    )
     return path
 
 
 def _split(raw):
     (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _join(header, data):
@@ -74,11 +76,15 @@ def _safetensors_numpy():
     except ImportError:
         if os.environ.get("CI") == "true":
             pytest.fail("the safetensors package is required in CI (pip install safetensors)")
-        pytest.skip("safetensors is not installed (pip install safetensors); the compatibility check needs it")
+        pytest.skip(
+            "safetensors is not installed (pip install safetensors); "
+            "the compatibility check needs it"
+        )
     return safetensors.numpy
 
 
 # ---------------------------------------------------------------- round trip
+
 
 def test_round_trip_bytes_dtypes_shapes(valid_file):
     tensors, metadata = load_file(valid_file)
@@ -103,7 +109,7 @@ def test_layout_is_aligned_and_packed(valid_file):
     raw = valid_file.read_bytes()
     header, data = _split(raw)
     (n,) = struct.unpack("<Q", raw[:8])
-    assert (8 + n) % 8 == 0 and raw[8:8 + n].rstrip(b" ").endswith(b"}")
+    assert (8 + n) % 8 == 0 and raw[8 : 8 + n].rstrip(b" ").endswith(b"}")
     spans = sorted(tuple(e["data_offsets"]) for k, e in header.items() if k != "__metadata__")
     assert spans[0][0] == 0 and spans[-1][1] == len(data)
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
@@ -112,6 +118,7 @@ def test_layout_is_aligned_and_packed(valid_file):
         if name != "__metadata__":
             assert entry["data_offsets"][0] % itemsize[entry["dtype"]] == 0, name
     import hashlib
+
     stored = header["__metadata__"]["checksum"]
     assert stored.startswith("sha256:") and raw.count(stored.encode()) == 1
     zeroed = raw.replace(stored[7:].encode(), b"0" * 64)
@@ -124,31 +131,44 @@ def test_loads_with_the_safetensors_package(valid_file):
     ours, _ = load_file(valid_file)
     assert set(theirs) == set(ours)
     for name in ours:
-        assert theirs[name].dtype == ours[name].dtype and theirs[name].shape == ours[name].shape, name
+        assert theirs[name].dtype == ours[name].dtype and theirs[name].shape == ours[name].shape, (
+            name
+        )
         assert theirs[name].tobytes() == ours[name].tobytes(), name
 
 
 def test_empty_checkpoint_and_reserved_metadata_keys_are_ours(tmp_path):
     path = tmp_path / "empty.safetensors"
-    save_file(path, {}, {"format": "forged", "data_sha256": "0" * 64, "format_version": "9",
-                         "checksum": "sha256:" + "1" * 64})
+    save_file(
+        path,
+        {},
+        {
+            "format": "forged",
+            "data_sha256": "0" * 64,
+            "format_version": "9",
+            "checksum": "sha256:" + "1" * 64,
+        },
+    )
     tensors, metadata = load_file(path)
     assert tensors == {}
     assert metadata["format"] == "mnistc-checkpoint" and metadata["format_version"] == "2"
     assert "data_sha256" not in metadata and metadata["checksum"] != "sha256:" + "1" * 64
 
 
-@pytest.mark.parametrize("tensors, metadata", [
-    ({"x": [1.0, 2.0]}, None),
-    ({"x": np.array(["a", "b"])}, None),
-    ({"x": np.array([object()])}, None),
-    ({"x": np.zeros(2, dtype=np.complex64)}, None),
-    ({"": np.zeros(2)}, None),
-    ({"__metadata__": np.zeros(2)}, None),
-    ({1: np.zeros(2)}, None),
-    ({"x": np.zeros(2)}, {"step": 5}),
-    ({"x": np.zeros(2)}, {"bad\ud800": "x"}),
-])
+@pytest.mark.parametrize(
+    "tensors, metadata",
+    [
+        ({"x": [1.0, 2.0]}, None),
+        ({"x": np.array(["a", "b"])}, None),
+        ({"x": np.array([object()])}, None),
+        ({"x": np.zeros(2, dtype=np.complex64)}, None),
+        ({"": np.zeros(2)}, None),
+        ({"__metadata__": np.zeros(2)}, None),
+        ({1: np.zeros(2)}, None),
+        ({"x": np.zeros(2)}, {"step": 5}),
+        ({"x": np.zeros(2)}, {"bad\ud800": "x"}),
+    ],
+)
 def test_save_rejects_bad_arguments_before_writing(tmp_path, tensors, metadata):
     with pytest.raises(ValueError):
         save_file(tmp_path / "x.safetensors", tensors, metadata)
@@ -158,8 +178,11 @@ def test_save_rejects_bad_arguments_before_writing(tmp_path, tensors, metadata):
 def test_failed_write_leaves_no_temp_and_no_file(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
-    with pytest.raises(CheckpointError, match="x.safetensors: cannot write checkpoint: No space left"):
+    with pytest.raises(
+        CheckpointError, match="x.safetensors: cannot write checkpoint: No space left"
+    ):
         save_file(tmp_path / "x.safetensors", {"a": np.zeros(3)})
     assert list(tmp_path.iterdir()) == []
 
@@ -174,11 +197,13 @@ def test_overwrite_is_atomic_replacement(tmp_path):
 
 # ---------------------------------------------------------------- broken files
 
+
 def _edit_header(edit):
     def mutate(raw):
         header, data = _split(raw)
         edit(header)
         return _join(header, data)
+
     return mutate
 
 
@@ -188,6 +213,7 @@ def _set(path, value):
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value
+
     return edit
 
 
@@ -199,7 +225,11 @@ def _flip_data_byte(raw):
 
 def _drop_last_tensor_bytes(raw):
     header, data = _split(raw)
-    last = max(e["data_offsets"][1] - e["data_offsets"][0] for k, e in header.items() if k != "__metadata__")
+    last = max(
+        e["data_offsets"][1] - e["data_offsets"][0]
+        for k, e in header.items()
+        if k != "__metadata__"
+    )
     return raw[:-last]
 
 
@@ -217,7 +247,10 @@ BROKEN = {
     "empty file": (lambda raw: b"", "too short"),
     "shorter than 8 bytes": (lambda raw: raw[:5], "too short"),
     "absurd header length": (lambda raw: struct.pack("<Q", 2**63 + 5) + raw[8:], "absurd"),
-    "header length beyond the file": (lambda raw: struct.pack("<Q", len(raw)) + raw[8:], "past the end"),
+    "header length beyond the file": (
+        lambda raw: struct.pack("<Q", len(raw)) + raw[8:],
+        "past the end",
+    ),
     "truncated in the header": (lambda raw: raw[:100], "past the end"),
     "truncated in the data": (lambda raw: raw[:-1], "truncated"),
     "header not UTF-8": (lambda raw: struct.pack("<Q", 4) + b"{\xff\xfe}", "not UTF-8"),
@@ -236,17 +269,41 @@ BROKEN = {
     "shape not a list": (_edit_header(_set(["f32", "shape"], "3x5")), "bad shape"),
     "bool dimension": (_edit_header(_set(["scalar", "shape"], [True])), "bad shape"),
     "offsets reversed": (_edit_header(_set(["u8", "data_offsets"], [13, 0])), "bad data_offsets"),
-    "offsets past the data": (_edit_header(_set(["u8", "data_offsets"], [10**6, 10**6 + 13])), "ends at byte"),
+    "offsets past the data": (
+        _edit_header(_set(["u8", "data_offsets"], [10**6, 10**6 + 13])),
+        "ends at byte",
+    ),
     "overlapping offsets": (_edit_header(_overlap), "overlaps"),
     "entry not an object": (_edit_header(_set(["f32"], [1, 2])), "not a JSON object"),
-    "metadata value not a string": (_edit_header(_set(["__metadata__", "global_step"], 12)), "__metadata__"),
-    "no mnistc metadata": (_edit_header(lambda h: h.pop("__metadata__")), "not an mnistc checkpoint"),
-    "other format": (_edit_header(_set(["__metadata__", "format"], "tf")), "not an mnistc checkpoint"),
-    "unsupported version": (_edit_header(_set(["__metadata__", "format_version"], "3")), "format_version '3'"),
-    "missing version": (_edit_header(lambda h: h["__metadata__"].pop("format_version")), "format_version None"),
-    "missing checksum": (_edit_header(lambda h: h["__metadata__"].pop("checksum")), "lacks a valid checksum"),
+    "metadata value not a string": (
+        _edit_header(_set(["__metadata__", "global_step"], 12)),
+        "__metadata__",
+    ),
+    "no mnistc metadata": (
+        _edit_header(lambda h: h.pop("__metadata__")),
+        "not an mnistc checkpoint",
+    ),
+    "other format": (
+        _edit_header(_set(["__metadata__", "format"], "tf")),
+        "not an mnistc checkpoint",
+    ),
+    "unsupported version": (
+        _edit_header(_set(["__metadata__", "format_version"], "3")),
+        "format_version '3'",
+    ),
+    "missing version": (
+        _edit_header(lambda h: h["__metadata__"].pop("format_version")),
+        "format_version None",
+    ),
+    "missing checksum": (
+        _edit_header(lambda h: h["__metadata__"].pop("checksum")),
+        "lacks a valid checksum",
+    ),
     "checksum mismatch": (_flip_data_byte, "checksum mismatch: the file is corrupt or was edited"),
-    "header rewritten": (_edit_header(lambda h: None), "checksum mismatch: the header was rewritten"),
+    "header rewritten": (
+        _edit_header(lambda h: None),
+        "checksum mismatch: the header was rewritten",
+    ),
 }
 
 
@@ -264,7 +321,9 @@ def test_broken_file_raises_checkpoint_error_naming_it(valid_file, tmp_path, cas
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match=r"nope\.safetensors: cannot read checkpoint: No such file"):
+    with pytest.raises(
+        CheckpointError, match=r"nope\.safetensors: cannot read checkpoint: No such file"
+    ):
         load_file(tmp_path / "nope.safetensors")
     with pytest.raises(CheckpointError, match="nope"):
         read_metadata(tmp_path / "nope.safetensors")
@@ -279,7 +338,9 @@ def test_verify_false_skips_only_the_checksum(valid_file):
 
 def test_plain_safetensors_file_needs_require_mnistc_false(tmp_path):
     path = tmp_path / "plain.safetensors"
-    path.write_bytes(_join({"w": {"dtype": "I16", "shape": [2], "data_offsets": [0, 4]}}, b"\x01\x00\xff\xff"))
+    path.write_bytes(
+        _join({"w": {"dtype": "I16", "shape": [2], "data_offsets": [0, 4]}}, b"\x01\x00\xff\xff")
+    )
     with pytest.raises(CheckpointError, match="not an mnistc checkpoint"):
         load_file(path)
     tensors, metadata = load_file(path, require_mnistc=False)
@@ -297,7 +358,9 @@ def test_file_written_by_safetensors_is_not_an_mnistc_checkpoint(tmp_path):
 
 # ---------------------------------------------------------------- fuzzing
 
-_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _load_or_checkpoint_error(path, size):
@@ -330,8 +393,11 @@ def test_fuzz_header_length_and_body(tmp_path, blob, length):
     _load_or_checkpoint_error(path, len(blob) + 8)
 
 
-_MUTATION = st.tuples(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
-                      st.integers(0, 10**6), st.binary(min_size=1, max_size=16))
+_MUTATION = st.tuples(
+    st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
+    st.integers(0, 10**6),
+    st.binary(min_size=1, max_size=16),
+)
 
 
 @_FUZZ
@@ -349,7 +415,7 @@ def test_fuzz_mutated_checkpoint(valid_file, tmp_path, mutations):
         elif op == "insert":
             raw[i:i] = payload
         elif op == "delete":
-            del raw[i:i + payload[0] % 32 + 1]
+            del raw[i : i + payload[0] % 32 + 1]
     path = tmp_path / "mutant.safetensors"
     path.write_bytes(bytes(raw))
     _load_or_checkpoint_error(path, len(raw))
@@ -357,7 +423,9 @@ def test_fuzz_mutated_checkpoint(valid_file, tmp_path, mutations):
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -380,12 +448,15 @@ def test_fuzz_well_formed_json_with_wrong_values(valid_file, tmp_path, data):
 
 def test_zero_size_tensor_with_absurd_dimension(tmp_path):
     path = tmp_path / "huge.safetensors"
-    path.write_bytes(_join({"w": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}, b""))
+    path.write_bytes(
+        _join({"w": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}, b"")
+    )
     with pytest.raises(CheckpointError, match="huge.safetensors: tensor 'w'"):
         load_file(path, require_mnistc=False)
 
 
 # ---------------------------------------------------------------- the manager
+
 
 def _tensors(step):
     return {"w": np.full((4, 3), step, dtype=np.float32), "step": np.array(step)}
@@ -397,13 +468,20 @@ def test_manager_retention_and_index(tmp_path):
     assert manager.restore_latest() is None
     for step in range(1, 9):
         path = manager.save(step * 100, _tensors(step * 100), {"global_step": str(step * 100)})
-        assert path == tmp_path / f"checkpoint-{step * 100}.safetensors" == manager.path_for(step * 100)
+        assert (
+            path
+            == tmp_path / f"checkpoint-{step * 100}.safetensors"
+            == manager.path_for(step * 100)
+        )
     assert [s for s, _ in manager.list()] == [400, 500, 600, 700, 800]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["checkpoint"] + [f"checkpoint-{s}.safetensors" for s in (400, 500, 600, 700, 800)])
+        ["checkpoint"] + [f"checkpoint-{s}.safetensors" for s in (400, 500, 600, 700, 800)]
+    )
     index = json.loads(manager.index_path.read_text())
-    assert index == {"latest": "checkpoint-800.safetensors",
-                     "all": [f"checkpoint-{s}.safetensors" for s in (400, 500, 600, 700, 800)]}
+    assert index == {
+        "latest": "checkpoint-800.safetensors",
+        "all": [f"checkpoint-{s}.safetensors" for s in (400, 500, 600, 700, 800)],
+    }
     step, tensors, metadata = manager.restore_latest()
     assert step == 800 and tensors["w"][0, 0] == 800 and metadata["global_step"] == "800"
 
@@ -463,8 +541,15 @@ def test_missing_or_corrupt_index_loses_nothing(tmp_path):
 
 
 def test_stale_temps_are_ignored_then_cleaned_and_strangers_kept(tmp_path):
-    strangers = ["notes.txt", "checkpoint-007.safetensors", "other-3.safetensors", "checkpoint-3.safetensors.bak",
-                 "checkpoint-x.safetensors", ".hidden", ".checkpoint-3.safetensors.tmp-zz"]
+    strangers = [
+        "notes.txt",
+        "checkpoint-007.safetensors",
+        "other-3.safetensors",
+        "checkpoint-3.safetensors.bak",
+        "checkpoint-x.safetensors",
+        ".hidden",
+        ".checkpoint-3.safetensors.tmp-zz",
+    ]
     for name in strangers:
         (tmp_path / name).write_bytes(b"not ours")
     (tmp_path / "sub").mkdir()
@@ -476,7 +561,12 @@ def test_stale_temps_are_ignored_then_cleaned_and_strangers_kept(tmp_path):
     for step in (1, 2, 3):
         manager.save(step, _tensors(step))
     names = {p.name for p in tmp_path.iterdir()}
-    assert names == set(strangers) | {"sub", "checkpoint", "checkpoint-2.safetensors", "checkpoint-3.safetensors"}
+    assert names == set(strangers) | {
+        "sub",
+        "checkpoint",
+        "checkpoint-2.safetensors",
+        "checkpoint-3.safetensors",
+    }
     for name in stale:
         (tmp_path / name).write_bytes(b"half a checkpoint")
     manager.remove_all()
@@ -520,6 +610,7 @@ def test_directory_is_a_file(tmp_path):
 
 # ---------------------------------------------------------------- SIGKILL
 
+
 def _load_worker_module():
     spec = importlib.util.spec_from_file_location("ckpt_kill_worker", HERE / "ckpt_kill_worker.py")
     module = importlib.util.module_from_spec(spec)
@@ -535,14 +626,22 @@ KEEP = 3
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and POSIX rename semantics")
 def test_sigkill_at_random_moments_never_loses_the_latest(tmp_path):
     worker = _load_worker_module()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     rng = random.Random(20240615)
     manager = CheckpointManager(tmp_path, keep=KEEP)
     restored_before, mid_write_kills = 0, 0
     deadline = time.monotonic() + 60
     for kill in range(KILLS):
-        proc = subprocess.Popen([sys.executable, str(HERE / "ckpt_kill_worker.py"), str(tmp_path), str(KEEP)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "ckpt_kill_worker.py"), str(tmp_path), str(KEEP)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         if proc.stdout.readline().strip() != "ready":
             proc.kill()
             pytest.fail(f"worker did not start: {proc.communicate()[1]}")
@@ -555,7 +654,9 @@ def test_sigkill_at_random_moments_never_loses_the_latest(tmp_path):
         mid_write_kills += any(".tmp-" in p.name for p in tmp_path.iterdir())
 
         fallbacks = []
-        restored = manager.restore_latest(on_fallback=lambda p, e: fallbacks.append(str(e)))
+        restored = manager.restore_latest(
+            on_fallback=lambda p, e, seen=fallbacks: seen.append(str(e))
+        )
         assert fallbacks == [], f"kill {kill}: a listed checkpoint was incomplete: {fallbacks}"
         if restored is None:
             assert not reported and restored_before == 0, f"kill {kill}: lost every checkpoint"
@@ -565,7 +666,9 @@ def test_sigkill_at_random_moments_never_loses_the_latest(tmp_path):
         expected = worker.tensors_for_step(step)
         assert tensors.keys() == expected.keys()
         for name in expected:
-            assert tensors[name].dtype == expected[name].dtype and np.array_equal(tensors[name], expected[name])
+            assert tensors[name].dtype == expected[name].dtype and np.array_equal(
+                tensors[name], expected[name]
+            )
         assert metadata["global_step"] == str(step)
         listed = manager.list()
         assert listed[-1][0] == step and len(listed) <= KEEP, (kill, listed)

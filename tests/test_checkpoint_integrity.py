@@ -3,6 +3,7 @@ a real run wrote: an edited byte anywhere in the header is detected, a checkpoin
 metadata is valid JSON but does not fit its tensors (or holds NaN weights) is skipped for
 the previous one with a warning, and nothing a header says makes a tool allocate more
 than the file holds. The property tests mutate the header's bytes at random."""
+
 import json
 import math
 import shutil
@@ -27,8 +28,17 @@ PEAK_RSS = 400 << 20  # a tool reading these checkpoints needs ~100 MB; an edit 
 def run_200(tmp_path_factory):
     """A fake-data run's folder with checkpoints at steps 100 and 200."""
     train_dir = tmp_path_factory.mktemp("run_200")
-    result = run_tool("train", *SMALL, "--max-steps", 200, "--checkpoint-every", 100,
-                      "--quiet", "--train-dir", train_dir)
+    result = run_tool(
+        "train",
+        *SMALL,
+        "--max-steps",
+        200,
+        "--checkpoint-every",
+        100,
+        "--quiet",
+        "--train-dir",
+        train_dir,
+    )
     assert result.returncode == 0, result.stderr
     return train_dir
 
@@ -42,7 +52,7 @@ def run_dir(run_200, tmp_path):
 def split(raw):
     """(header JSON bytes, data bytes) of a checkpoint file's content."""
     (length,) = struct.unpack("<Q", raw[:8])
-    return raw[8:8 + length], raw[8 + length:]
+    return raw[8 : 8 + length], raw[8 + length :]
 
 
 def join(header, data):
@@ -78,21 +88,27 @@ def fell_back(stderr, skipped, *reasons):
 # ----------------------------------------------------------------------------------
 # Edits by hand: detected by the checksum
 
+
 def test_an_edited_global_step_is_detected_and_resume_falls_back(run_dir):
-    edit_header(run_dir / "checkpoint-200.safetensors", b'"global_step":"200"',
-                b'"global_step":"280"')
+    edit_header(
+        run_dir / "checkpoint-200.safetensors", b'"global_step":"200"', b'"global_step":"280"'
+    )
     result = run_tool("train", *SMALL, "--max-steps", 300, "--resume", "--train-dir", run_dir)
     assert result.returncode == 0, result.stderr
     fell_back(result.stderr, run_dir / "checkpoint-200.safetensors")
     assert result.stdout.startswith(
-        f"Resuming from {run_dir / 'checkpoint-100.safetensors'} (step 100)\n")
+        f"Resuming from {run_dir / 'checkpoint-100.safetensors'} (step 100)\n"
+    )
 
 
-@pytest.mark.parametrize("old, new", [
-    (rb'\"index_in_epoch\": 4000', rb'\"index_in_epoch\": 4020'),
-    (rb'\"validation\": 1.0', rb'\"validation\": 0.5'),  # in last_eval
-    (b'"learning_rate":"0.01"', b'"learning_rate":"0.02"'),
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (rb"\"index_in_epoch\": 4000", rb"\"index_in_epoch\": 4020"),
+        (rb"\"validation\": 1.0", rb"\"validation\": 0.5"),  # in last_eval
+        (b'"learning_rate":"0.01"', b'"learning_rate":"0.02"'),
+    ],
+)
 def test_an_edit_that_means_something_else_is_a_checksum_mismatch(run_dir, old, new):
     """Values no consistency check can doubt: only the checksum over the header sees them."""
     edit_header(run_dir / "checkpoint-200.safetensors", old, new)
@@ -102,10 +118,14 @@ def test_an_edit_that_means_something_else_is_a_checksum_mismatch(run_dir, old, 
     assert json.loads(result.stdout)["global_step"] == 100
 
 
-@pytest.mark.parametrize("old, new", [
-    (rb'\"batch_size\": 20', rb'\"batch_size\": 2000000000'),
-    (b'"sizes":"[784, 16, 8, 10]"', b'"sizes":"[784, 100000, 8, 10]"'),
-], ids=["batch_size", "sizes"])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (rb"\"batch_size\": 20", rb"\"batch_size\": 2000000000"),
+        (b'"sizes":"[784, 16, 8, 10]"', b'"sizes":"[784, 100000, 8, 10]"'),
+    ],
+    ids=["batch_size", "sizes"],
+)
 @pytest.mark.parametrize("tool", ["eval", "predict"])
 def test_an_edited_size_falls_back_without_a_huge_allocation(run_dir, tmp_path, tool, old, new):
     edit_header(run_dir / "checkpoint-200.safetensors", old, new)
@@ -123,8 +143,11 @@ def test_an_edited_size_falls_back_without_a_huge_allocation(run_dir, tmp_path, 
 def test_load_falls_back_past_an_edited_header(run_dir, capsys):
     import mnistc
 
-    edit_header(run_dir / "checkpoint-200.safetensors", rb'\"batch_size\": 20',
-                rb'\"batch_size\": 2000000000')
+    edit_header(
+        run_dir / "checkpoint-200.safetensors",
+        rb"\"batch_size\": 20",
+        rb"\"batch_size\": 2000000000",
+    )
     model = mnistc.load(run_dir)
     assert model.global_step == 100 and model.batch_size == 20
     fell_back(capsys.readouterr().err, run_dir / "checkpoint-200.safetensors", "batch_size")
@@ -133,24 +156,29 @@ def test_load_falls_back_past_an_edited_header(run_dir, capsys):
 # ----------------------------------------------------------------------------------
 # Valid checksums, inconsistent content: skipped for the previous checkpoint
 
+
 def _set_run(key, value):
     def change(tensors, metadata):
         run = json.loads(metadata["run"])
         run[key] = value
         metadata["run"] = json.dumps(run)
+
     return change
 
 
 INCONSISTENT = {
     "hidden-vs-sizes": (_set_run("hidden", [16, 9]), ['"run" has hidden [16, 9]']),
-    "sizes-vs-tensors": (lambda t, m: m.update(sizes="[784, 16, 9, 10]"),
-                         ["hidden2/weights", "[784, 16, 9, 10]"]),
+    "sizes-vs-tensors": (
+        lambda t, m: m.update(sizes="[784, 16, 9, 10]"),
+        ["hidden2/weights", "[784, 16, 9, 10]"],
+    ),
     "batch-size-absurd": (_set_run("batch_size", 2**40), ['"run" batch_size']),
     "step-vs-name": (lambda t, m: m.update(global_step="280"), ["global_step 280", "step 200"]),
-    "rng-state": (lambda t, m: m.update(rng_state='{"bit_generator": "MT19937"}'),
-                  ["rng_state"]),
-    "nan-weights": (lambda t, m: t["hidden2/weights"].__setitem__((0, 0), np.nan),
-                    ["hidden2/weights", "NaN"]),
+    "rng-state": (lambda t, m: m.update(rng_state='{"bit_generator": "MT19937"}'), ["rng_state"]),
+    "nan-weights": (
+        lambda t, m: t["hidden2/weights"].__setitem__((0, 0), np.nan),
+        ["hidden2/weights", "NaN"],
+    ),
 }
 
 
@@ -169,8 +197,17 @@ def test_the_nan_stop_names_the_checkpoint_it_really_kept(run_dir):
     """A NaN-weight checkpoint-200 is skipped on resume; when the loss then blows up, the
     checkpoint the message calls good is step 100, the one restored."""
     resign(run_dir / "checkpoint-200.safetensors", INCONSISTENT["nan-weights"][0])
-    result = run_tool("train", *SMALL, "--max-steps", 2000, "--learning-rate", 1e30,
-                      "--resume", "--train-dir", run_dir)
+    result = run_tool(
+        "train",
+        *SMALL,
+        "--max-steps",
+        2000,
+        "--learning-rate",
+        1e30,
+        "--resume",
+        "--train-dir",
+        run_dir,
+    )
     assert result.returncode == 1, (result.stdout, result.stderr)
     fell_back(result.stderr, run_dir / "checkpoint-200.safetensors", "NaN")
     error = result.stderr.strip().splitlines()[-1]
@@ -180,6 +217,7 @@ def test_the_nan_stop_names_the_checkpoint_it_really_kept(run_dir):
 
 # ----------------------------------------------------------------------------------
 # Property: any change to the header's bytes is caught, or changes nothing
+
 
 def _restore(directory):
     """(step, tensors, meta header, fallbacks) as the tools restore a train dir."""
@@ -220,13 +258,31 @@ def header_mutations():
     """Changes to the first 8 + N bytes of a file (length field and JSON header): bytes
     overwritten, or a slice of the JSON replaced by other bytes with the length field
     following (so the layout stays parseable and the checksum has to catch it)."""
-    overwrite = st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
-                         min_size=1, max_size=8).map(lambda edits: ("overwrite", edits))
-    splice = st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 12),
-                       st.binary(max_size=12) | st.sampled_from(
-                           [b"0", b"1", b"9", b'"', b"\\", b" ", b"null", b"[]", b"{}",
-                            b"-1", b"1e999", b"\\u0000", b'"x"'])
-                       ).map(lambda edit: ("splice", edit))
+    overwrite = st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8
+    ).map(lambda edits: ("overwrite", edits))
+    splice = st.tuples(
+        st.floats(0, 1, exclude_max=True),
+        st.integers(0, 12),
+        st.binary(max_size=12)
+        | st.sampled_from(
+            [
+                b"0",
+                b"1",
+                b"9",
+                b'"',
+                b"\\",
+                b" ",
+                b"null",
+                b"[]",
+                b"{}",
+                b"-1",
+                b"1e999",
+                b"\\u0000",
+                b'"x"',
+            ]
+        ),
+    ).map(lambda edit: ("splice", edit))
     return overwrite | splice
 
 
@@ -234,13 +290,13 @@ def apply_mutation(raw, mutation):
     kind, edit = mutation
     header, data = split(raw)
     if kind == "overwrite":
-        region = bytearray(raw[:8 + len(header)])
+        region = bytearray(raw[: 8 + len(header)])
         for where, value in edit:
             region[int(where * len(region))] = value
         return bytes(region) + data
     where, length, replacement = edit
     at = int(where * len(header))
-    return join(header[:at] + replacement + header[at + length:], data)
+    return join(header[:at] + replacement + header[at + length :], data)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -258,18 +314,41 @@ def test_header_mutations_are_rejected_or_change_nothing(originals, mutation):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=8)
     | st.floats(allow_nan=True, allow_infinity=True),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=4),
-    max_leaves=8)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(key=st.sampled_from(["global_step", "sizes", "run", "class_names", "optimizer",
-                            "optimizer_step", "schedule", "epochs", "rng_state",
-                            "data_state", "last_eval", "metadata_version", "learning_rate"]),
-       value=JSON_VALUES, as_text=st.booleans(), subkey=st.text(max_size=12))
+@given(
+    key=st.sampled_from(
+        [
+            "global_step",
+            "sizes",
+            "run",
+            "class_names",
+            "optimizer",
+            "optimizer_step",
+            "schedule",
+            "epochs",
+            "rng_state",
+            "data_state",
+            "last_eval",
+            "metadata_version",
+            "learning_rate",
+        ]
+    ),
+    value=JSON_VALUES,
+    as_text=st.booleans(),
+    subkey=st.text(max_size=12),
+)
 def test_resigned_metadata_is_rejected_or_consistent(originals, key, value, as_text, subkey):
     """Metadata rewritten with a valid checksum (as a buggy or foreign writer would):
     either the checkpoint is skipped for the previous one, or it loads, restores the

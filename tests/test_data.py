@@ -11,6 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mnistc import data, datasets, idx
+from mnistc.errors import DataError
+
 from idx_helpers import (
     MNIST_NAMES,
     fake_mnist,
@@ -21,8 +24,6 @@ from idx_helpers import (
     write_bytes,
     write_mnist_dir,
 )
-from mnistc import data, datasets, idx
-from mnistc.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -70,10 +71,15 @@ def test_gzip_detected_by_content_not_name(tmp_path):
     np.testing.assert_array_equal(idx.read(raw_with_suffix), images)
 
 
-@pytest.mark.parametrize("dtype, code", [("<i2", 0x0B), ("<i4", 0x0C), ("<f4", 0x0D), ("<f8", 0x0E), ("i1", 0x09)])
+@pytest.mark.parametrize(
+    "dtype, code", [("<i2", 0x0B), ("<i4", 0x0C), ("<f4", 0x0D), ("<f8", 0x0E), ("i1", 0x09)]
+)
 def test_read_idx_multibyte_types_are_big_endian_on_disk(tmp_path, dtype, code):
     values = np.array([[-2, 1.5 if "f" in dtype else 7], [3, -100]], dtype=dtype)
-    path = write_bytes(tmp_path / "x.idx", idx_bytes(values.shape, values.astype(values.dtype.newbyteorder(">")).tobytes(), code))
+    path = write_bytes(
+        tmp_path / "x.idx",
+        idx_bytes(values.shape, values.astype(values.dtype.newbyteorder(">")).tobytes(), code),
+    )
     got = idx.read(path)
     assert got.dtype == values.dtype.newbyteorder("=") and got.dtype.isnative
     np.testing.assert_array_equal(got, values)
@@ -99,8 +105,14 @@ BROKEN_IMAGE_FILES = {
     "trailing garbage": (image_file() + b"junk", "trailing garbage"),
     "zero items": (image_file(dims=(0, 2, 2), payload=b""), "contains no items"),
     "zero-size images": (image_file(dims=(3, 0, 2), payload=b""), "zero size"),
-    "dims over the cap": (image_file(dims=(2**31, 28, 28), payload=b"\0" * 64), "more than the limit"),
-    "dims under the cap, body missing": (image_file(dims=(2**20, 32, 32), payload=b"\0" * 64), "found 64"),
+    "dims over the cap": (
+        image_file(dims=(2**31, 28, 28), payload=b"\0" * 64),
+        "more than the limit",
+    ),
+    "dims under the cap, body missing": (
+        image_file(dims=(2**20, 32, 32), payload=b"\0" * 64),
+        "found 64",
+    ),
 }
 
 
@@ -129,10 +141,16 @@ def test_broken_image_files_raise_data_error(tmp_path, case, gz):
 
 
 BROKEN_GENERIC_FILES = {
-    "unknown dtype code": (idx_bytes((2,), b"ab", dtype_code=0x07), "unknown IDX data type code 0x07"),
+    "unknown dtype code": (
+        idx_bytes((2,), b"ab", dtype_code=0x07),
+        "unknown IDX data type code 0x07",
+    ),
     "ndim 0": (b"\0\0\x08\0", "number of dimensions 0"),
     "ndim 5": (idx_bytes((1, 1, 1, 1, 1), b"a"), "number of dimensions 5"),
-    "odd float body": (idx_bytes((2,), b"\0" * 7, dtype_code=0x0D), "expected 8 bytes of data, found 7"),
+    "odd float body": (
+        idx_bytes((2,), b"\0" * 7, dtype_code=0x0D),
+        "expected 8 bytes of data, found 7",
+    ),
 }
 
 
@@ -165,7 +183,9 @@ def test_labels_reader_rejects_images_file(tmp_path):
 
 def test_corrupt_gzip(tmp_path):
     valid_header = gzip.compress(b"", mtime=0)[:10]
-    path = write_bytes(tmp_path / "train-images-idx3-ubyte.gz", valid_header + b"\xff\xfe garbage deflate \x00" * 4)
+    path = write_bytes(
+        tmp_path / "train-images-idx3-ubyte.gz", valid_header + b"\xff\xfe garbage deflate \x00" * 4
+    )
     with pytest.raises(DataError) as excinfo:
         idx.read(path)
     assert_data_error(excinfo, path, "corrupt or truncated gzip")
@@ -212,7 +232,9 @@ def mutations(valid):
     )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     content=st.one_of(
         st.binary(max_size=2000),
@@ -231,8 +253,13 @@ def test_read_idx_returns_array_or_raises_data_error(tmp_path, content, gz):
         assert isinstance(array, np.ndarray) and 1 <= array.ndim <= 4
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.binary(max_size=2000).map(lambda b: gzip.compress(b, mtime=0)), cut=st.integers(0, 2100))
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content=st.binary(max_size=2000).map(lambda b: gzip.compress(b, mtime=0)),
+    cut=st.integers(0, 2100),
+)
 def test_read_idx_on_damaged_gzip_returns_array_or_raises_data_error(tmp_path, content, cut):
     path = write_bytes(tmp_path / "fuzz.gz", content[:cut] + content[cut + 1 :])
     try:
@@ -253,8 +280,17 @@ def test_write_idx_round_trip(tmp_path, name, expect_gzip, dtype):
     on_disk = path.read_bytes()
     assert (on_disk[:2] == b"\x1f\x8b") == expect_gzip
     raw = gzip.decompress(on_disk) if expect_gzip else on_disk
-    code = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}[dtype]
-    assert raw == idx_bytes((2, 3, 4), array.astype(np.dtype(dtype).newbyteorder(">")).tobytes(), code)
+    code = {
+        np.uint8: 0x08,
+        np.int8: 0x09,
+        np.int16: 0x0B,
+        np.int32: 0x0C,
+        np.float32: 0x0D,
+        np.float64: 0x0E,
+    }[dtype]
+    assert raw == idx_bytes(
+        (2, 3, 4), array.astype(np.dtype(dtype).newbyteorder(">")).tobytes(), code
+    )
     got = idx.read(path)
     assert got.dtype == array.dtype
     np.testing.assert_array_equal(got, array)
@@ -293,14 +329,21 @@ def test_read_data_sets_splits_in_file_order(tmp_path):
     rng = np.random.default_rng(0)
     sets = data.read_data_sets(tmp_path, validation_size=2, rng=rng, download=False)
     train_images = read_idx_images(tmp_path / f"{MNIST_NAMES['train_images']}.gz")
-    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (10, 2, 5)
+    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (
+        10,
+        2,
+        5,
+    )
     np.testing.assert_array_equal(sets.validation.images, train_images[:2])
     np.testing.assert_array_equal(sets.train.images, train_images[2:])
     np.testing.assert_array_equal(sets.train.labels, np.arange(2, 12) % 10)
     np.testing.assert_array_equal(sets.test.labels, (np.arange(5) + 3) % 10)
     for subset in sets:
         assert subset.images.dtype == np.uint8 and subset.images.flags.c_contiguous
-        assert subset.images.shape[1] == datasets.MNIST.image_pixels and subset.labels.dtype == np.uint8
+        assert (
+            subset.images.shape[1] == datasets.MNIST.image_pixels
+            and subset.labels.dtype == np.uint8
+        )
         assert subset._rng is rng
 
 
@@ -341,7 +384,10 @@ def test_read_data_sets_validation_size_out_of_range(tmp_path, validation_size):
 
 def test_read_data_sets_validation_size_all_or_nothing(tmp_path):
     write_mnist_dir(tmp_path, fake_mnist(n_train=12))
-    assert data.read_data_sets(tmp_path, validation_size=0, download=False).validation.num_examples == 0
+    assert (
+        data.read_data_sets(tmp_path, validation_size=0, download=False).validation.num_examples
+        == 0
+    )
     assert data.read_data_sets(tmp_path, validation_size=12, download=False).train.num_examples == 0
 
 
@@ -352,7 +398,9 @@ def test_read_data_sets_missing_files_without_download(tmp_path):
     with pytest.raises(DataError) as excinfo:
         data.read_data_sets(tmp_path, download=False)
     assert_data_error(excinfo, tmp_path, MNIST_NAMES["test_labels"])
-    assert "--data-dir" in str(excinfo.value) and MNIST_NAMES["test_images"] not in str(excinfo.value)
+    assert "--data-dir" in str(excinfo.value) and MNIST_NAMES["test_images"] not in str(
+        excinfo.value
+    )
 
 
 def test_verify_checksums(tmp_path):
@@ -387,11 +435,17 @@ def test_resolve_data_dir_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MNISTC_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert datasets.resolve_data_dir(datasets.MNIST) == (tmp_path / "xdg" / "mnistc" / "mnist", True)
+    assert datasets.resolve_data_dir(datasets.MNIST) == (
+        tmp_path / "xdg" / "mnistc" / "mnist",
+        True,
+    )
 
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert datasets.resolve_data_dir(datasets.MNIST) == (tmp_path / "home" / ".cache" / "mnistc" / "mnist", True)
+    assert datasets.resolve_data_dir(datasets.MNIST) == (
+        tmp_path / "home" / ".cache" / "mnistc" / "mnist",
+        True,
+    )
 
     (tmp_path / "data" / "mnist").mkdir(parents=True)
     assert datasets.resolve_data_dir(datasets.MNIST) == (pathlib.Path("data", "mnist"), False)
@@ -456,7 +510,10 @@ def test_same_seed_same_batches():
     a, b = make_dataset(50, seed=9), make_dataset(50, seed=9)
     for _ in range(20):
         np.testing.assert_array_equal(a.next_batch_indices(7), b.next_batch_indices(7))
-    assert not np.array_equal(make_dataset(50, seed=10).next_batch_indices(7), make_dataset(50, seed=9).next_batch_indices(7))
+    assert not np.array_equal(
+        make_dataset(50, seed=10).next_batch_indices(7),
+        make_dataset(50, seed=9).next_batch_indices(7),
+    )
 
 
 @pytest.mark.parametrize("steps_before_save", [0, 1, 3, 4, 5, 9])
@@ -505,7 +562,9 @@ def test_set_state_rejects_mismatches(state, permutation, fragment):
 def test_set_state_accepts_the_initial_state():
     dataset = make_dataset(10, seed=2)
     dataset.set_state({"epochs_completed": 0, "index_in_epoch": 0}, np.empty(0, np.int32))
-    np.testing.assert_array_equal(dataset.next_batch_indices(10), make_dataset(10, seed=2).next_batch_indices(10))
+    np.testing.assert_array_equal(
+        dataset.next_batch_indices(10), make_dataset(10, seed=2).next_batch_indices(10)
+    )
 
 
 def test_next_batch_scaling_is_bit_exact():
@@ -543,7 +602,10 @@ def test_dataset_rejects_wrong_arrays():
 
 def real_data_dir():
     directory = pathlib.Path(os.environ.get("MNISTC_DATA_DIR") or REPO / "data" / "mnist")
-    if all((directory / name).is_file() or (directory / f"{name}.gz").is_file() for name in datasets.MNIST.files.values()):
+    if all(
+        (directory / name).is_file() or (directory / f"{name}.gz").is_file()
+        for name in datasets.MNIST.files.values()
+    ):
         return directory
     message = f"real MNIST files not found in {directory} (set MNISTC_DATA_DIR)"
     if os.environ.get("CI") == "true":
@@ -554,14 +616,24 @@ def real_data_dir():
 @pytest.mark.realdata
 def test_real_mnist():
     sets = data.read_data_sets(real_data_dir(), download=False, rng=np.random.default_rng(0))
-    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (55000, 5000, 10000)
+    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (
+        55000,
+        5000,
+        10000,
+    )
     assert sets.train.images.shape == (55000, 784) and sets.train.images.dtype == np.uint8
     np.testing.assert_array_equal(sets.validation.labels[:10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4])
     np.testing.assert_array_equal(sets.test.labels[:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
-    train_counts = np.bincount(np.concatenate([sets.validation.labels, sets.train.labels]), minlength=10)
-    np.testing.assert_array_equal(train_counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    train_counts = np.bincount(
+        np.concatenate([sets.validation.labels, sets.train.labels]), minlength=10
+    )
+    np.testing.assert_array_equal(
+        train_counts, [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
     test_counts = np.bincount(sets.test.labels, minlength=10)
-    np.testing.assert_array_equal(test_counts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    np.testing.assert_array_equal(
+        test_counts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    )
 
 
 @pytest.mark.realdata

@@ -74,7 +74,9 @@ def mirrors(tmp_path):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+    )
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield Mirrors(root, f"http://127.0.0.1:{server.server_address[1]}", requests)
@@ -124,7 +126,10 @@ def test_missing_on_first_mirror_uses_second(data_dir, mirrors, files):
     mirrors.put_all("m2", files)
     download(data_dir, mirrors.urls, files)
     assert_downloaded(data_dir, files)
-    assert f"/m1/{TRAIN_IMAGES}.gz" in mirrors.requests and f"/m2/{TRAIN_IMAGES}.gz" in mirrors.requests
+    assert (
+        f"/m1/{TRAIN_IMAGES}.gz" in mirrors.requests
+        and f"/m2/{TRAIN_IMAGES}.gz" in mirrors.requests
+    )
 
 
 @pytest.mark.parametrize(
@@ -173,10 +178,14 @@ def test_every_mirror_failing_differently(data_dir, mirrors, files):
 def test_existing_files_are_not_downloaded_again(data_dir, mirrors, files):
     mirrors.put_all("m1", files)
     present = [MNIST_NAMES["train_labels"], MNIST_NAMES["test_images"]]
-    write_mnist_dir(data_dir, {name: files[name] for name in present[:1]}, gz=True)  # creates data_dir
+    write_mnist_dir(
+        data_dir, {name: files[name] for name in present[:1]}, gz=True
+    )  # creates data_dir
     write_mnist_dir(data_dir, {name: files[name] for name in present[1:]}, gz=False)
     download(data_dir, mirrors.urls, files)
-    assert sorted(mirrors.requests) == sorted(f"/m1/{name}.gz" for name in files if name not in present)
+    assert sorted(mirrors.requests) == sorted(
+        f"/m1/{name}.gz" for name in files if name not in present
+    )
     download(data_dir, mirrors.urls, files)
     assert len(mirrors.requests) == 2
 
@@ -210,7 +219,11 @@ def test_read_data_sets_downloads_into_named_folder(tmp_path, mirrors, files, mo
     mirrors.put_all("m1", files)
     monkeypatch.setitem(datasets.REGISTRY, "mnist", served_mnist(mirrors.urls, files))
     sets = data.read_data_sets(tmp_path / "fresh", validation_size=2, rng=np.random.default_rng(0))
-    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (10, 2, 5)
+    assert (sets.train.num_examples, sets.validation.num_examples, sets.test.num_examples) == (
+        10,
+        2,
+        5,
+    )
     assert_downloaded(tmp_path / "fresh", files)
 
 
@@ -235,6 +248,7 @@ def test_implicit_local_folder_is_never_downloaded_into(tmp_path, mirrors, files
 
 # ----------------------------------------------------------------------------------
 # Mirrors that misbehave slowly: a scripted local server
+
 
 @pytest.fixture
 def scripted():
@@ -299,16 +313,18 @@ def silent_after_headers(handler, stop):
 
 def slowly(content, seconds):
     """Serve `content` in 20 pieces spread over `seconds`."""
+
     def behaviour(handler, stop):
         handler.send_response(200)
         handler.send_header("Content-Length", str(len(content)))
         handler.end_headers()
         piece = -(-len(content) // 20)
         for start in range(0, len(content), piece):
-            handler.wfile.write(content[start:start + piece])
+            handler.wfile.write(content[start : start + piece])
             handler.wfile.flush()
             if stop.wait(seconds / 20):
                 return
+
     return behaviour
 
 
@@ -336,8 +352,9 @@ def test_a_deadline_falls_through_to_the_next_mirror(data_dir, files, scripted, 
     assert_downloaded(data_dir, files)
 
 
-def test_a_download_longer_than_a_second_reports_progress(tmp_path, files, scripted,
-                                                          monkeypatch, capsys):
+def test_a_download_longer_than_a_second_reports_progress(
+    tmp_path, files, scripted, monkeypatch, capsys
+):
     """Training passes mnistc.download.stderr_progress: on a non-TTY stderr, one line when
     a file has taken over a second and one when it is done."""
     from mnistc.config import TrainConfig
@@ -346,38 +363,61 @@ def test_a_download_longer_than_a_second_reports_progress(tmp_path, files, scrip
     slow = {TRAIN_IMAGES: gzip.compress(files[TRAIN_IMAGES], mtime=0)}
 
     def behaviour(handler, stop):
-        name = handler.path.rsplit("/", 1)[-1][:-len(".gz")]
+        name = handler.path.rsplit("/", 1)[-1][: -len(".gz")]
         content = slow.get(name) or gzip.compress(files[name], mtime=0)
         slowly(content, 1.3 if name in slow else 0.0)(handler, stop)
 
     url = scripted(behaviour)
     monkeypatch.setitem(datasets.REGISTRY, "mnist", served_mnist([url], files))
-    run_training(TrainConfig(data_dir=str(tmp_path / "mnist"), validation_size=2, hidden=(4,),
-                             batch_size=5, max_steps=1, train_dir=str(tmp_path / "run"),
-                             tensorboard=False))
+    run_training(
+        TrainConfig(
+            data_dir=str(tmp_path / "mnist"),
+            validation_size=2,
+            hidden=(4,),
+            batch_size=5,
+            max_steps=1,
+            train_dir=str(tmp_path / "run"),
+            tensorboard=False,
+        )
+    )
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"mnistc: downloading {TRAIN_IMAGES}.gz: in progress"
-    assert re.fullmatch(rf"mnistc: downloading {TRAIN_IMAGES}\.gz: done, 0\.0 of 0\.0 MB in "
-                        r"1\.\d s", err[1]), err
+    assert re.fullmatch(
+        rf"mnistc: downloading {TRAIN_IMAGES}\.gz: done, 0\.0 of 0\.0 MB in "
+        r"1\.\d s",
+        err[1],
+    ), err
     assert len(err) == 2  # the other files took no second
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupting_a_download_leaves_no_temp_file(tmp_path, files, scripted, signum,
-                                                     status):
+def test_interrupting_a_download_leaves_no_temp_file(tmp_path, files, scripted, signum, status):
     """A real `mnistc.train` process downloading from a trickling mirror, interrupted: it
     exits with the signal's status and leaves the data folder as it found it."""
     url = scripted(trickle_body)
     data_dir = tmp_path / "mnist"
-    setup = (f"from mnistc import datasets\n"
-             f"datasets.REGISTRY['mnist'] = datasets.MNIST._replace(mirrors=({url!r},))\n"
-             f"import sys\nfrom mnistc.cli.train import main\nsys.argv[0] = 'mnistc.train'\n"
-             f"sys.exit(main(sys.argv[1:]))")
-    proc = subprocess.Popen([sys.executable, "-c", setup, "--data-dir", str(data_dir),
-                             "--train-dir", str(tmp_path / "run")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=tool_env())
+    setup = (
+        f"from mnistc import datasets\n"
+        f"datasets.REGISTRY['mnist'] = datasets.MNIST._replace(mirrors=({url!r},))\n"
+        f"import sys\nfrom mnistc.cli.train import main\nsys.argv[0] = 'mnistc.train'\n"
+        f"sys.exit(main(sys.argv[1:]))"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            setup,
+            "--data-dir",
+            str(data_dir),
+            "--train-dir",
+            str(tmp_path / "run"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=tool_env(),
+    )
     deadline = time.monotonic() + 30
     while not (data_dir.is_dir() and any(data_dir.iterdir())):  # the temp file is there
         assert proc.poll() is None, proc.communicate()

@@ -3,6 +3,7 @@ mnistc.predict`. Fast tests train tiny nets on fake or synthetic data in the tes
 the realdata ones train a small real model and check that the evaluation agrees with
 the trainer's printed counts to the example, and that digits the model knows are read
 back from PGM, PNG and IDX files with their true labels."""
+
 import contextlib
 import io
 import json
@@ -34,8 +35,7 @@ try:
 except ImportError:  # PNG tests skip outside CI; CI installs Pillow with the test extra
     Image = None
 
-EVAL_LINE = re.compile(
-    r"^  Num examples: (\d+)  Num correct: (\d+)  Precision @ 1: (\d\.\d{4})$")
+EVAL_LINE = re.compile(r"^  Num examples: (\d+)  Num correct: (\d+)  Precision @ 1: (\d\.\d{4})$")
 CLASS_LINE = re.compile(r"^  (\d): (\d\.\d{4}|   n/a)  \((\d+)/(\d+)\)$")
 PREDICT_LINE = re.compile(r"^(.+): digit (\d) \(probability (\d\.\d{4})\)(; next: .*)?$")
 
@@ -52,11 +52,16 @@ def run_module(module, *args, cwd, pre=None):
     `pre` is Python run first (e.g. to hide Pillow)."""
     if pre is None:
         return run_tool(module, *args, cwd=cwd)
-    command = [sys.executable, "-c",
-               f"{pre}\nimport sys\nfrom mnistc.cli.{module} import main\n"
-               f"sys.argv[0] = 'mnistc.{module}'\nsys.exit(main(sys.argv[1:]))", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=tool_env(),
-                          timeout=600)
+    command = [
+        sys.executable,
+        "-c",
+        f"{pre}\nimport sys\nfrom mnistc.cli.{module} import main\n"
+        f"sys.argv[0] = 'mnistc.{module}'\nsys.exit(main(sys.argv[1:]))",
+        *args,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, env=tool_env(), timeout=600
+    )
 
 
 def train(train_dir, **options):
@@ -69,8 +74,9 @@ def train(train_dir, **options):
 
 def printed_evals(stdout):
     """[(n, correct)] of the trainer's eval lines, in order (train, validation, test)."""
-    return [(int(m.group(1)), int(m.group(2))) for m in map(EVAL_LINE.match,
-                                                            stdout.splitlines()) if m]
+    return [
+        (int(m.group(1)), int(m.group(2))) for m in map(EVAL_LINE.match, stdout.splitlines()) if m
+    ]
 
 
 def parse_eval_output(stdout):
@@ -82,7 +88,7 @@ def parse_eval_output(stdout):
     assert [int(m.group(1)) for m in classes] == list(range(10)), stdout
     start = lines.index("Confusion matrix (rows: true class, columns: predicted):")
     assert lines[start + 1].split() == [str(c) for c in range(10)]
-    rows = [line.split() for line in lines[start + 2:start + 12]]
+    rows = [line.split() for line in lines[start + 2 : start + 12]]
     assert [int(r[0]) for r in rows] == list(range(10)), stdout
     confusion = np.array([[int(v) for v in r[1:]] for r in rows])
     per_class = [(int(m.group(4)), int(m.group(3))) for m in classes]
@@ -91,6 +97,7 @@ def parse_eval_output(stdout):
 
 # ----------------------------------------------------------------------------------
 # Fake and synthetic runs, trained once per module
+
 
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory):
@@ -110,8 +117,15 @@ def synthetic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     data_dir = write_mnist_dir(root / "mnist", learnable_mnist(n_train=300, n_test=130, seed=4))
     train_dir = root / "run"
-    _, stdout = train(train_dir, hidden=(12,), batch_size=16, max_steps=60,
-                      validation_size=70, data_dir=str(data_dir), learning_rate=0.05)
+    _, stdout = train(
+        train_dir,
+        hidden=(12,),
+        batch_size=16,
+        max_steps=60,
+        validation_size=70,
+        data_dir=str(data_dir),
+        learning_rate=0.05,
+    )
     counts = printed_evals(stdout)
     assert [n for n, _ in counts] == [230, 70, 130], stdout
     assert all(correct >= 0.9 * n for n, correct in counts), stdout  # it did learn
@@ -120,6 +134,7 @@ def synthetic_run(tmp_path_factory):
 
 # ----------------------------------------------------------------------------------
 # mnistc.restore.load
+
 
 def test_load_rebuilds_the_model_from_a_dir_a_step_or_a_file(fake_run):
     model = load(fake_run)
@@ -138,8 +153,7 @@ def test_load_rebuilds_the_model_from_a_dir_a_step_or_a_file(fake_run):
     assert from_file.global_step == 250
     for name, value in from_file.state_dict().items():
         np.testing.assert_array_equal(value, tensors[name])
-    assert not np.array_equal(model.params["hidden1/weights"],
-                              older.params["hidden1/weights"])
+    assert not np.array_equal(model.params["hidden1/weights"], older.params["hidden1/weights"])
 
 
 def test_load_falls_back_past_a_corrupt_newest_checkpoint(fake_run, tmp_path, capsys):
@@ -173,21 +187,27 @@ def test_load_of_a_missing_step_lists_the_steps_there(fake_run):
         load(fake_run / "checkpoint-300.safetensors", step=300)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda t, m: m.pop("sizes"), 'lacks "sizes"'),
-    (lambda t, m: m.update(sizes="[784, 16"), "not JSON"),
-    (lambda t, m: m.update(sizes="[784, 0, 10]"), '"sizes" entry must be a whole number'),
-    (lambda t, m: m.update(sizes='"784"'), '"sizes" must list'),
-    (lambda t, m: m.update(sizes="[784, 32, 8, 10]"), "hidden1/weights"),
-    (lambda t, m: m.update(sizes="[784, 16, 10]"), "softmax_linear/weights"),
-    (lambda t, m: m.update(global_step="x"), "global_step"),
-    (lambda t, m: m.update(run="{"), '"run"'),
-    (lambda t, m: t.pop("softmax_linear/biases"), "softmax_linear/biases"),
-    (lambda t, m: t.update({"hidden1/biases": t["hidden1/biases"].astype(np.float64)}),
-     "float32"),
-])
-def test_load_rejects_inconsistent_checkpoints_naming_the_file(fake_run, tmp_path, change,
-                                                               fragment):
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda t, m: m.pop("sizes"), 'lacks "sizes"'),
+        (lambda t, m: m.update(sizes="[784, 16"), "not JSON"),
+        (lambda t, m: m.update(sizes="[784, 0, 10]"), '"sizes" entry must be a whole number'),
+        (lambda t, m: m.update(sizes='"784"'), '"sizes" must list'),
+        (lambda t, m: m.update(sizes="[784, 32, 8, 10]"), "hidden1/weights"),
+        (lambda t, m: m.update(sizes="[784, 16, 10]"), "softmax_linear/weights"),
+        (lambda t, m: m.update(global_step="x"), "global_step"),
+        (lambda t, m: m.update(run="{"), '"run"'),
+        (lambda t, m: t.pop("softmax_linear/biases"), "softmax_linear/biases"),
+        (
+            lambda t, m: t.update({"hidden1/biases": t["hidden1/biases"].astype(np.float64)}),
+            "float32",
+        ),
+    ],
+)
+def test_load_rejects_inconsistent_checkpoints_naming_the_file(
+    fake_run, tmp_path, change, fragment
+):
     tensors, meta = load_file(fake_run / "checkpoint-300.safetensors")
     change(tensors, meta)
     path = tmp_path / "edited.safetensors"
@@ -199,6 +219,7 @@ def test_load_rejects_inconsistent_checkpoints_naming_the_file(fake_run, tmp_pat
 
 # ----------------------------------------------------------------------------------
 # evaluate() and the eval CLI
+
 
 def test_evaluate_agrees_with_a_float64_reference_on_learnt_classes(synthetic_run):
     """evaluate() on a model that learnt the synthetic classes: its counts, confusion
@@ -239,9 +260,11 @@ def test_evaluate_ties_count_as_hits_for_precision_but_argmax_takes_the_lowest()
     assert (result["confusion"][:, 0] == np.bincount(labels, minlength=10)).all()
     assert result["confusion"][:, 1:].sum() == 0
     note = [line for line in format_report(result) if line.startswith("Note:")]
-    assert note == [f"Note: in {50 - zeros} examples the label ties a lower class for the "
-                    "largest logit: Precision @ 1 counts them as hits, the argmax (per "
-                    f"class, matrix) as the lower class: 50 = {zeros} + {50 - zeros}"]
+    assert note == [
+        f"Note: in {50 - zeros} examples the label ties a lower class for the "
+        "largest logit: Precision @ 1 counts them as hits, the argmax (per "
+        f"class, matrix) as the lower class: 50 = {zeros} + {50 - zeros}"
+    ]
     empty = data.DataSet(np.empty((0, 784), np.uint8), np.empty(0, np.uint8))
     assert evaluate(model, empty)["n"] == 0 and evaluate(model, empty)["precision"] == 0.0
 
@@ -251,8 +274,17 @@ def test_eval_cli_agrees_with_the_trainer_on_synthetic_mnist(synthetic_run, spli
     """The split is formed with the checkpoint's validation_size (70, not 5000), and
     Num correct is the trainer's own, to the example."""
     data_dir, train_dir, counts = synthetic_run
-    result = run_module("eval", "--train-dir", str(train_dir), "--data-dir", str(data_dir),
-                        "--split", split, "--no-download", cwd=tmp_path)
+    result = run_module(
+        "eval",
+        "--train-dir",
+        str(train_dir),
+        "--data-dir",
+        str(data_dir),
+        "--split",
+        split,
+        "--no-download",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     n, correct, per_class, confusion, _ = parse_eval_output(result.stdout)
     assert (n, correct) == counts[split]
@@ -275,9 +307,15 @@ def test_eval_cli_json_and_text_agree(synthetic_run, tmp_path):
 
 
 def test_eval_cli_on_fake_data_prints_the_tutorials_line(fake_run, tmp_path):
-    result = run_module("eval", "--train-dir", str(fake_run), "--fake-data",
-                        "--checkpoint", str(fake_run / "checkpoint-250.safetensors"),
-                        cwd=tmp_path)
+    result = run_module(
+        "eval",
+        "--train-dir",
+        str(fake_run),
+        "--fake-data",
+        "--checkpoint",
+        str(fake_run / "checkpoint-250.safetensors"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"Checkpoint {fake_run / 'checkpoint-250.safetensors'} (step 250, mnist)"
@@ -290,24 +328,25 @@ def test_eval_cli_on_fake_data_prints_the_tutorials_line(fake_run, tmp_path):
     assert [m.group(2) for m in classes[1:]] == ["   n/a"] * 9
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--split", "nonsense"], ["--split", "nonsense"]),
-    (["--threads", "0"], ["--threads"]),
-    (["--validation-size", "-1"], ["--validation-size"]),
-    (["--checkpoint", "7"], ["checkpoint-7.safetensors", "250, 300"]),
-    (["--checkpoint", "no-such-file.safetensors"], ["no-such-file.safetensors"]),
-    (["--no-such-flag"], ["--no-such-flag"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--split", "nonsense"], ["--split", "nonsense"]),
+        (["--threads", "0"], ["--threads"]),
+        (["--validation-size", "-1"], ["--validation-size"]),
+        (["--checkpoint", "7"], ["checkpoint-7.safetensors", "250, 300"]),
+        (["--checkpoint", "no-such-file.safetensors"], ["no-such-file.safetensors"]),
+        (["--no-such-flag"], ["--no-such-flag"]),
+    ],
+)
 def test_eval_cli_bad_flags_are_one_line_errors(fake_run, tmp_path, args, fragments):
-    result = run_module("eval", "--train-dir", str(fake_run), "--fake-data", *args,
-                        cwd=tmp_path)
+    result = run_module("eval", "--train-dir", str(fake_run), "--fake-data", *args, cwd=tmp_path)
     assert_one_line_error(result, "eval", *fragments)
 
 
 def test_eval_cli_empty_train_dir_is_a_one_line_error(tmp_path):
     (tmp_path / "run").mkdir()
-    result = run_module("eval", "--train-dir", str(tmp_path / "run"), "--fake-data",
-                        cwd=tmp_path)
+    result = run_module("eval", "--train-dir", str(tmp_path / "run"), "--fake-data", cwd=tmp_path)
     assert_one_line_error(result, "eval", "no checkpoint", str(tmp_path / "run"))
 
 
@@ -321,13 +360,21 @@ def test_eval_cli_unreadable_checkpoints_are_a_one_line_error(fake_run, tmp_path
 
 def test_eval_cli_missing_data_is_a_one_line_error(fake_run, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_module("eval", "--train-dir", str(fake_run), "--data-dir",
-                        str(tmp_path / "empty"), "--no-download", cwd=tmp_path)
+    result = run_module(
+        "eval",
+        "--train-dir",
+        str(fake_run),
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--no-download",
+        cwd=tmp_path,
+    )
     assert_one_line_error(result, "eval", "train-images-idx3-ubyte", "--data-dir")
 
 
 # ----------------------------------------------------------------------------------
 # Image readers
+
 
 def digit_image(seed=0):
     return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
@@ -359,21 +406,23 @@ def test_pgm_with_a_small_maxval_is_rescaled_to_255():
     np.testing.assert_array_equal(parse_pgm(pgm_p2(image, 15)), expected)
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    (b"P5\n27 28\n255\n" + bytes(27 * 28), "27x28"),
-    (b"P5\n28 28\n255\n" + bytes(100),
-     "truncated PGM: expected 784 pixel bytes, found 100"),
-    (b"P5\n28 28\n255\n" + bytes(785), "1 bytes after"),
-    (b"P2\n28 28\n255\n" + b"0 " * 783, "truncated PGM: expected 784 pixel values, found 783"),
-    (b"P2\n28 28\n255\n" + b"0 " * 783 + b"x", "pixel 783"),
-    (b"P2\n28 28\n15\n" + b"0 " * 783 + b"16", "more than the maxval 15"),
-    (b"P5\n28 28\n65535\n" + bytes(2 * 784), "16-bit"),
-    (b"P5\n28 28\n0\n" + bytes(784), "maxval 0"),
-    (b"P5\n28x28\n255\n" + bytes(784), "bad PGM header"),
-    (b"P5\n28 28", "bad PGM header"),
-    (b"P528 28 255\n" + bytes(784), "bad PGM header"),
-    (b"P6\n28 28\n255\n" + bytes(3 * 784), "not a PGM"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"P5\n27 28\n255\n" + bytes(27 * 28), "27x28"),
+        (b"P5\n28 28\n255\n" + bytes(100), "truncated PGM: expected 784 pixel bytes, found 100"),
+        (b"P5\n28 28\n255\n" + bytes(785), "1 bytes after"),
+        (b"P2\n28 28\n255\n" + b"0 " * 783, "truncated PGM: expected 784 pixel values, found 783"),
+        (b"P2\n28 28\n255\n" + b"0 " * 783 + b"x", "pixel 783"),
+        (b"P2\n28 28\n15\n" + b"0 " * 783 + b"16", "more than the maxval 15"),
+        (b"P5\n28 28\n65535\n" + bytes(2 * 784), "16-bit"),
+        (b"P5\n28 28\n0\n" + bytes(784), "maxval 0"),
+        (b"P5\n28x28\n255\n" + bytes(784), "bad PGM header"),
+        (b"P5\n28 28", "bad PGM header"),
+        (b"P528 28 255\n" + bytes(784), "bad PGM header"),
+        (b"P6\n28 28\n255\n" + bytes(3 * 784), "not a PGM"),
+    ],
+)
 def test_bad_pgm_files_are_clear_errors(raw, fragment):
     with pytest.raises(DataError) as info:
         parse_pgm(raw, "bad.pgm")
@@ -383,7 +432,8 @@ def test_bad_pgm_files_are_clear_errors(raw, fragment):
 def png_bytes(image, mode=None, **save):
     buffer = io.BytesIO()
     (image if isinstance(image, Image.Image) else Image.fromarray(image, mode)).save(
-        buffer, format="PNG", **save)
+        buffer, format="PNG", **save
+    )
     return buffer.getvalue()
 
 
@@ -405,17 +455,18 @@ def test_png_modes_become_mnist_grayscale():
     la = Image.fromarray(rgba[..., [0, 3]], "LA")
     np.testing.assert_array_equal(parse_png(png_bytes(la)), got)
     palette = Image.fromarray(image).convert("P")
-    np.testing.assert_array_equal(parse_png(png_bytes(palette)),
-                                  np.asarray(palette.convert("L")))
+    np.testing.assert_array_equal(parse_png(png_bytes(palette)), np.asarray(palette.convert("L")))
     binary = Image.fromarray(image).convert("1")
-    np.testing.assert_array_equal(parse_png(png_bytes(binary)),
-                                  np.asarray(binary.convert("L")))
+    np.testing.assert_array_equal(parse_png(png_bytes(binary)), np.asarray(binary.convert("L")))
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda: Image.fromarray(np.zeros((28, 28), np.uint16) + 300), "16-bit PNG"),
-    (lambda: Image.fromarray(np.zeros((32, 28), np.uint8)), "28x32"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda: Image.fromarray(np.zeros((28, 28), np.uint16) + 300), "16-bit PNG"),
+        (lambda: Image.fromarray(np.zeros((32, 28), np.uint8)), "28x32"),
+    ],
+)
 def test_bad_png_files_are_clear_errors(make, fragment):
     needs_pillow()
     with pytest.raises(DataError, match=fragment):
@@ -430,8 +481,14 @@ def test_truncated_png_is_a_clear_error():
 
 
 def test_png_without_pillow_says_how_to_install_it(monkeypatch):
-    header = (b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR"
-              + (28).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0]) + bytes(4))
+    header = (
+        b"\x89PNG\r\n\x1a\n"
+        + (13).to_bytes(4, "big")
+        + b"IHDR"
+        + (28).to_bytes(4, "big") * 2
+        + bytes([8, 0, 0, 0, 0])
+        + bytes(4)
+    )
     monkeypatch.setitem(sys.modules, "PIL", None)  # makes `from PIL import Image` fail
     with pytest.raises(DataError) as info:
         parse_png(header, "digit.png")
@@ -444,8 +501,9 @@ def test_load_images_names_idx_entries_and_inverts(tmp_path):
     idx.write(tmp_path / "three.idx.gz", stack)
     (tmp_path / "one.pgm").write_bytes(pgm_p5(stack[1]))
     names, images = load_images([tmp_path / "one.pgm", tmp_path / "three.idx.gz"])
-    assert names == [str(tmp_path / "one.pgm")] + [f"{tmp_path / 'three.idx.gz'}[{i}]"
-                                                    for i in range(3)]
+    assert names == [str(tmp_path / "one.pgm")] + [
+        f"{tmp_path / 'three.idx.gz'}[{i}]" for i in range(3)
+    ]
     np.testing.assert_array_equal(images, np.concatenate([stack[1:2], stack]).reshape(4, 784))
     _, inverted = load_images([tmp_path / "one.pgm"], invert=True)
     np.testing.assert_array_equal(inverted[0], 255 - stack[1].reshape(784))
@@ -456,6 +514,7 @@ def test_load_images_names_idx_entries_and_inverts(tmp_path):
 
 # ----------------------------------------------------------------------------------
 # predict_files and the predict CLI
+
 
 def test_predict_files_matches_model_predict(synthetic_run, tmp_path):
     _, train_dir, _ = synthetic_run
@@ -478,12 +537,12 @@ def test_predict_cli_prints_one_line_per_image(synthetic_run, tmp_path):
     stack = np.stack([digit_image(s) for s in range(2)])
     idx.write(tmp_path / "two.idx", stack)
     (tmp_path / "a.pgm").write_bytes(pgm_p5(stack[0]))
-    result = run_module("predict", "--train-dir", str(train_dir), "--top", "3", "a.pgm",
-                        "two.idx", cwd=tmp_path)
+    result = run_module(
+        "predict", "--train-dir", str(train_dir), "--top", "3", "a.pgm", "two.idx", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     matches = [PREDICT_LINE.match(line) for line in result.stdout.splitlines()]
-    assert all(matches) and [m.group(1) for m in matches] == ["a.pgm", "two.idx[0]",
-                                                              "two.idx[1]"]
+    assert all(matches) and [m.group(1) for m in matches] == ["a.pgm", "two.idx[0]", "two.idx[1]"]
     assert matches[0].group(2) == matches[1].group(2)  # same pixels, same digit
     nexts = [re.findall(r"(\d) \((\d\.\d{4})\)", m.group(4)) for m in matches]
     assert all(len(n) == 2 for n in nexts)
@@ -493,20 +552,21 @@ def test_predict_cli_prints_one_line_per_image(synthetic_run, tmp_path):
         assert len({m.group(2), *(d for d, _ in rest)}) == 3
 
 
-@pytest.mark.parametrize("files, extra, fragments", [
-    ({"wide.pgm": b"P5\n29 28\n255\n" + bytes(29 * 28)}, [], ["wide.pgm", "29x28"]),
-    ({"short.pgm": b"P5\n28 28\n255\n" + bytes(500)}, [], ["short.pgm", "truncated"]),
-    ({"notes.txt": b"hello, world"}, [], ["notes.txt", "not a PGM (P5/P2), PNG or IDX"]),
-    ({"empty.pgm": b""}, [], ["empty.pgm", "empty file"]),
-    ({"ok.pgm": b"P5\n28 28\n255\n" + bytes(784)}, ["--top", "11"], ["--top"]),
-    ({"ok.pgm": b"P5\n28 28\n255\n" + bytes(784)}, ["missing.pgm"], ["missing.pgm"]),
-])
-def test_predict_cli_bad_inputs_are_one_line_errors(fake_run, tmp_path, files, extra,
-                                                    fragments):
+@pytest.mark.parametrize(
+    "files, extra, fragments",
+    [
+        ({"wide.pgm": b"P5\n29 28\n255\n" + bytes(29 * 28)}, [], ["wide.pgm", "29x28"]),
+        ({"short.pgm": b"P5\n28 28\n255\n" + bytes(500)}, [], ["short.pgm", "truncated"]),
+        ({"notes.txt": b"hello, world"}, [], ["notes.txt", "not a PGM (P5/P2), PNG or IDX"]),
+        ({"empty.pgm": b""}, [], ["empty.pgm", "empty file"]),
+        ({"ok.pgm": b"P5\n28 28\n255\n" + bytes(784)}, ["--top", "11"], ["--top"]),
+        ({"ok.pgm": b"P5\n28 28\n255\n" + bytes(784)}, ["missing.pgm"], ["missing.pgm"]),
+    ],
+)
+def test_predict_cli_bad_inputs_are_one_line_errors(fake_run, tmp_path, files, extra, fragments):
     for name, raw in files.items():
         (tmp_path / name).write_bytes(raw)
-    result = run_module("predict", "--train-dir", str(fake_run), *files, *extra,
-                        cwd=tmp_path)
+    result = run_module("predict", "--train-dir", str(fake_run), *files, *extra, cwd=tmp_path)
     assert_one_line_error(result, "predict", *fragments)
     assert result.stdout == ""
 
@@ -519,23 +579,37 @@ def test_predict_cli_empty_train_dir_is_a_one_line_error(tmp_path):
 
 
 def test_predict_cli_png_without_pillow_is_a_one_line_error(fake_run, tmp_path):
-    header = (b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR"
-              + (28).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0]) + bytes(4))
+    header = (
+        b"\x89PNG\r\n\x1a\n"
+        + (13).to_bytes(4, "big")
+        + b"IHDR"
+        + (28).to_bytes(4, "big") * 2
+        + bytes([8, 0, 0, 0, 0])
+        + bytes(4)
+    )
     (tmp_path / "digit.png").write_bytes(header)
-    result = run_module("predict", "--train-dir", str(fake_run), "digit.png", cwd=tmp_path,
-                        pre="import sys; sys.modules['PIL'] = None")
+    result = run_module(
+        "predict",
+        "--train-dir",
+        str(fake_run),
+        "digit.png",
+        cwd=tmp_path,
+        pre="import sys; sys.modules['PIL'] = None",
+    )
     assert_one_line_error(result, "predict", "digit.png", 'pip install "mnistc[images]"')
 
 
 # ----------------------------------------------------------------------------------
 # Real MNIST
 
+
 @pytest.fixture(scope="module")
 def real_run(real_mnist_dir, tmp_path_factory):
     """A small real model (quick even on the plain GEMM) and the trainer's counts."""
     train_dir = tmp_path_factory.mktemp("real_run")
-    _, stdout = train(train_dir, hidden=(32, 16), max_steps=600,
-                      data_dir=str(real_mnist_dir), download=False)
+    _, stdout = train(
+        train_dir, hidden=(32, 16), max_steps=600, data_dir=str(real_mnist_dir), download=False
+    )
     counts = printed_evals(stdout)
     assert [n for n, _ in counts] == [55000, 5000, 10000], stdout
     return real_mnist_dir, train_dir, dict(zip(("train", "validation", "test"), counts))
@@ -545,18 +619,27 @@ def real_run(real_mnist_dir, tmp_path_factory):
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
 def test_eval_cli_agrees_exactly_with_the_trainer_on_mnist(real_run, split, tmp_path):
     data_dir, train_dir, counts = real_run
-    result = run_module("eval", "--train-dir", str(train_dir), "--data-dir", str(data_dir),
-                        "--split", split, "--no-download", cwd=tmp_path)
+    result = run_module(
+        "eval",
+        "--train-dir",
+        str(train_dir),
+        "--data-dir",
+        str(data_dir),
+        "--split",
+        split,
+        "--no-download",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     n, correct, per_class, confusion, classes = parse_eval_output(result.stdout)
     assert (n, correct) == counts[split]  # Num correct, to the example
     assert confusion.sum() == n
-    assert np.array_equal(confusion.sum(axis=1),
-                          np.bincount(_split_labels(data_dir, split), minlength=10))
+    assert np.array_equal(
+        confusion.sum(axis=1), np.bincount(_split_labels(data_dir, split), minlength=10)
+    )
     for c, m in enumerate(classes):
         assert (int(m.group(4)), int(m.group(3))) == (confusion[c].sum(), confusion[c, c])
-        assert float(m.group(2)) == pytest.approx(confusion[c, c] / confusion[c].sum(),
-                                                  abs=5e-5)
+        assert float(m.group(2)) == pytest.approx(confusion[c, c] / confusion[c].sum(), abs=5e-5)
     ties = [line for line in result.stdout.splitlines() if line.startswith("Note:")]
     tied = int(re.search(r"in (\d+) examples", ties[0]).group(1)) if ties else 0
     assert int(np.trace(confusion)) + tied == correct
@@ -598,8 +681,9 @@ def test_predict_cli_reads_mnist_digits_from_pgm(known_digits, tmp_path, kind):
     for i, image in enumerate(images):
         names.append(f"digit{i}.pgm")
         (tmp_path / names[-1]).write_bytes(pgm_p5(image) if kind == "p5" else pgm_p2(image))
-    printed, digits = _predicted_digits(run_module(
-        "predict", "--train-dir", str(train_dir), *names, cwd=tmp_path))
+    printed, digits = _predicted_digits(
+        run_module("predict", "--train-dir", str(train_dir), *names, cwd=tmp_path)
+    )
     assert printed == names and digits == labels.tolist()
 
 
@@ -615,8 +699,9 @@ def test_predict_cli_reads_mnist_digits_from_png(known_digits, tmp_path):
         Image.fromarray(image).convert("RGBA").save(tmp_path / rgba[i])
         Image.fromarray(255 - image).save(tmp_path / inverted[i])  # black on white
     for names, extra in ((gray, []), (rgba, []), (inverted, ["--invert"])):
-        printed, digits = _predicted_digits(run_module(
-            "predict", "--train-dir", str(train_dir), *extra, *names, cwd=tmp_path))
+        printed, digits = _predicted_digits(
+            run_module("predict", "--train-dir", str(train_dir), *extra, *names, cwd=tmp_path)
+        )
         assert printed == names and digits == labels.tolist()
 
 
@@ -624,7 +709,8 @@ def test_predict_cli_reads_mnist_digits_from_png(known_digits, tmp_path):
 def test_predict_cli_reads_every_image_of_an_idx_file(known_digits, tmp_path):
     train_dir, images, labels = known_digits
     idx.write(tmp_path / "digits-idx3-ubyte.gz", images)
-    printed, digits = _predicted_digits(run_module(
-        "predict", "--train-dir", str(train_dir), "digits-idx3-ubyte.gz", cwd=tmp_path))
+    printed, digits = _predicted_digits(
+        run_module("predict", "--train-dir", str(train_dir), "digits-idx3-ubyte.gz", cwd=tmp_path)
+    )
     assert printed == [f"digits-idx3-ubyte.gz[{i}]" for i in range(len(images))]
     assert digits == labels.tolist()

@@ -6,28 +6,57 @@ Shapes are a covering set, not the full cube: every size of {1, 2, 7, 15, 16, 17
 33, 100, 128, 785} appears as m, n and k, next to the register tiles' MR±1 (generic 4,
 AVX2 6, AVX-512 12) and NR±1 (8, 16, 32), and k around MNC_GEMM_KC and past it, so
 that edge tiles, partial panels and the reduction blocking are all exercised."""
+
 import numpy as np
 import pytest
 
 from mnistc import _kernels
+
 import reference
 from conftest import supported_isas
 
 KC = _kernels.GEMM_KC  # MNC_GEMM_KC in csrc/mnistc.h
 
 SHAPES = [  # (m, n, k)
-    (1, 1, 1), (2, 7, 15), (7, 16, 17), (15, 17, 31), (16, 31, 32), (17, 32, 33),
-    (31, 33, 100), (32, 100, 128), (33, 128, 7), (100, 15, 785), (128, 2, 16),
-    (785, 1, 2), (3, 785, 1), (4, 9, 5), (5, 8, 3), (6, 15, 9), (11, 64, 13),
-    (12, 65, 12), (13, 47, 11), (25, 96, 40), (24, 10, 100),
-    (1, 785, 33), (1, 400, 128), (1, 17, 7),  # m = 1: the row kernels (B, or B transposed)
-    (1, 100, 6), (1, 2100, 9),  # m = 1, wider than a register block: passes of 1024 columns
-    (128, 130, 40), (256, 200, 9),  # TN/TT: lda % 128 == 0 -> A tiles copied k-major
+    (1, 1, 1),
+    (2, 7, 15),
+    (7, 16, 17),
+    (15, 17, 31),
+    (16, 31, 32),
+    (17, 32, 33),
+    (31, 33, 100),
+    (32, 100, 128),
+    (33, 128, 7),
+    (100, 15, 785),
+    (128, 2, 16),
+    (785, 1, 2),
+    (3, 785, 1),
+    (4, 9, 5),
+    (5, 8, 3),
+    (6, 15, 9),
+    (11, 64, 13),
+    (12, 65, 12),
+    (13, 47, 11),
+    (25, 96, 40),
+    (24, 10, 100),
+    (1, 785, 33),
+    (1, 400, 128),
+    (1, 17, 7),  # m = 1: the row kernels (B, or B transposed)
+    (1, 100, 6),
+    (1, 2100, 9),  # m = 1, wider than a register block: passes of 1024 columns
+    (128, 130, 40),
+    (256, 200, 9),  # TN/TT: lda % 128 == 0 -> A tiles copied k-major
     (40, 300, 50),  # a small B whose rows are >= 1 KiB apart: packed, not read in place
 ]
-BIG_K_SHAPES = [(13, 33, KC - 1), (5, 40, KC), (7, 17, KC + 1), (3, 9, 2 * KC + 52),
-                (1, 300, KC + 7),
-                (29, 130, KC), (13, 100, 2 * KC)]  # NN/NT: rows 4 KiB apart, A tiles packed
+BIG_K_SHAPES = [
+    (13, 33, KC - 1),
+    (5, 40, KC),
+    (7, 17, KC + 1),
+    (3, 9, 2 * KC + 52),
+    (1, 300, KC + 7),
+    (29, 130, KC),
+    (13, 100, 2 * KC),
+]  # NN/NT: rows 4 KiB apart, A tiles packed
 SCALES = [(1.0, 0.0), (-0.01, 1.0), (0.5, 2.0)]  # (alpha, beta)
 TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
 TRANS_IDS = ["NN", "TN", "NT", "TT"]
@@ -35,12 +64,18 @@ TRANS_IDS = ["NN", "TN", "NT", "TT"]
 # The model's GEMMs, (m, n, k, trans_a, trans_b, epilogue): forward with bias+ReLU (NN),
 # input gradient with the ReLU mask (NT), fused weight update (TN, alpha=-lr, beta=1).
 MODEL_GEMMS = [
-    (100, 128, 784, False, False, "bias_relu"), (100, 32, 128, False, False, "bias_relu"),
-    (100, 10, 32, False, False, "bias"), (100, 128, 32, False, True, "mask"),
-    (100, 32, 10, False, True, "mask"), (784, 128, 100, True, False, "update"),
-    (128, 32, 100, True, False, "update"), (32, 10, 100, True, False, "update"),
-    (1, 128, 784, False, False, "bias_relu"), (784, 128, 1, True, False, "update"),
-    (1, 1024, 784, False, False, "bias_relu"), (1, 10, 1024, False, False, "bias"),
+    (100, 128, 784, False, False, "bias_relu"),
+    (100, 32, 128, False, False, "bias_relu"),
+    (100, 10, 32, False, False, "bias"),
+    (100, 128, 32, False, True, "mask"),
+    (100, 32, 10, False, True, "mask"),
+    (784, 128, 100, True, False, "update"),
+    (128, 32, 100, True, False, "update"),
+    (32, 10, 100, True, False, "update"),
+    (1, 128, 784, False, False, "bias_relu"),
+    (784, 128, 1, True, False, "update"),
+    (1, 1024, 784, False, False, "bias_relu"),
+    (1, 10, 1024, False, False, "bias"),
 ]
 
 
@@ -54,12 +89,20 @@ def operands(rng, m, n, k, trans_a, trans_b):
 def check(a, b, c0, trans_a, trans_b, alpha, beta, what, n_threads=1, **epilogue):
     """Runs sgemm on a copy of c0 and compares with the reference; returns the result."""
     c = c0.copy()
-    out = _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta,
-                         n_threads=n_threads, **epilogue)
+    out = _kernels.sgemm(
+        a,
+        b,
+        c,
+        trans_a=trans_a,
+        trans_b=trans_b,
+        alpha=alpha,
+        beta=beta,
+        n_threads=n_threads,
+        **epilogue,
+    )
     assert out is c
     expected = reference.gemm(a, b, c0, trans_a, trans_b, alpha, beta, **epilogue)
-    bound = reference.gemm_tolerance(a, b, c0, trans_a, trans_b, alpha, beta,
-                                     epilogue.get("bias"))
+    bound = reference.gemm_tolerance(a, b, c0, trans_a, trans_b, alpha, beta, epilogue.get("bias"))
     reference.assert_close(out, expected, bound, what)
     return out
 
@@ -68,11 +111,19 @@ def check(a, b, c0, trans_a, trans_b, alpha, beta, what, n_threads=1, **epilogue
 def test_against_reference(isa, trans):
     rng = np.random.default_rng(1)
     trans_a, trans_b = trans
-    for i, (m, n, k) in enumerate(SHAPES):
+    for m, n, k in SHAPES:
         a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
         for alpha, beta in SCALES:
-            check(a, b, c0, trans_a, trans_b, alpha, beta,
-                  f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}")
+            check(
+                a,
+                b,
+                c0,
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+                f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}",
+            )
 
 
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
@@ -82,8 +133,16 @@ def test_reduction_longer_than_kc(isa, trans):
     for m, n, k in BIG_K_SHAPES:
         a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
         for alpha, beta in SCALES:
-            check(a, b, c0, trans_a, trans_b, alpha, beta,
-                  f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}")
+            check(
+                a,
+                b,
+                c0,
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+                f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}",
+            )
 
 
 def test_reduction_blocks_round_like_the_contract():
@@ -96,10 +155,16 @@ def test_reduction_blocks_round_like_the_contract():
     m, n, k = 9, 37, KC + 300
     a, b, c0 = operands(rng, m, n, k, False, False)
     whole = _kernels.sgemm(a, b, c0.copy(), alpha=0.5, beta=2.0)
-    split = _kernels.sgemm(np.ascontiguousarray(a[:, :KC]), np.ascontiguousarray(b[:KC]),
-                           c0.copy(), alpha=0.5, beta=2.0)
-    split = _kernels.sgemm(np.ascontiguousarray(a[:, KC:]), np.ascontiguousarray(b[KC:]),
-                           split, alpha=0.5, beta=1.0)
+    split = _kernels.sgemm(
+        np.ascontiguousarray(a[:, :KC]),
+        np.ascontiguousarray(b[:KC]),
+        c0.copy(),
+        alpha=0.5,
+        beta=2.0,
+    )
+    split = _kernels.sgemm(
+        np.ascontiguousarray(a[:, KC:]), np.ascontiguousarray(b[KC:]), split, alpha=0.5, beta=1.0
+    )
     np.testing.assert_array_equal(whole, split)
 
 
@@ -112,35 +177,52 @@ def test_sub_blocks_keep_one_chain(isa, trans_b):
     if isa == "generic":
         pytest.skip("the row kernel is an FMA target's")
     rng = np.random.default_rng(11)
-    for m, n, k in [(30, 70, 257), (25, 64, 300), (13, 100, 784), (40, 33, KC),
-                    (12, 32, 2 * KC + 300)]:
+    for m, n, k in [
+        (30, 70, 257),
+        (25, 64, 300),
+        (13, 100, 784),
+        (40, 33, KC),
+        (12, 32, 2 * KC + 300),
+    ]:
         a, b, _ = operands(rng, m, n, k, False, trans_b)
         mask = np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
         b_nn = np.ascontiguousarray(b.T) if trans_b else b
         b_nt = b if trans_b else np.ascontiguousarray(b.T)
         for kwargs in (dict(alpha=0.5), dict(relu_mask=mask), dict(bias=bias, relu=True)):
-            whole = run_on(isa, a, b, np.zeros((m, n), np.float32), trans_b=trans_b,
-                           **kwargs)
+            whole = run_on(isa, a, b, np.zeros((m, n), np.float32), trans_b=trans_b, **kwargs)
             for i in range(m):
                 row_kwargs = dict(kwargs)
                 if "relu_mask" in kwargs:
-                    row_kwargs["relu_mask"] = np.ascontiguousarray(mask[i:i + 1])
+                    row_kwargs["relu_mask"] = np.ascontiguousarray(mask[i : i + 1])
                 for b_row, row_trans_b in ((b_nn, False), (b_nt, True)):
-                    row = run_on(isa, np.ascontiguousarray(a[i:i + 1]), b_row,
-                                 np.zeros((1, n), np.float32), trans_b=row_trans_b,
-                                 **row_kwargs)
+                    row = run_on(
+                        isa,
+                        np.ascontiguousarray(a[i : i + 1]),
+                        b_row,
+                        np.zeros((1, n), np.float32),
+                        trans_b=row_trans_b,
+                        **row_kwargs,
+                    )
                     np.testing.assert_array_equal(
-                        whole[i:i + 1], row,
-                        err_msg=f"{isa} {m}x{n}x{k} row {i} NT={row_trans_b} {list(kwargs)}")
+                        whole[i : i + 1],
+                        row,
+                        err_msg=f"{isa} {m}x{n}x{k} row {i} NT={row_trans_b} {list(kwargs)}",
+                    )
 
 
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
 def test_epilogues(isa, trans):
     rng = np.random.default_rng(4)
     trans_a, trans_b = trans
-    for m, n, k in [(1, 1, 1), (17, 33, 31), (100, 10, 32), (13, 128, 785), (2, 7, 1025),
-                    (1, 300, 50)]:
+    for m, n, k in [
+        (1, 1, 1),
+        (17, 33, 31),
+        (100, 10, 32),
+        (13, 128, 785),
+        (2, 7, 1025),
+        (1, 300, 50),
+    ]:
         a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
         bias = rng.standard_normal(n).astype(np.float32)
         mask = np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32)
@@ -148,14 +230,25 @@ def test_epilogues(isa, trans):
             what = f"{isa} {m}x{n}x{k} trans={trans} alpha={alpha} beta={beta}"
             check(a, b, c0, trans_a, trans_b, alpha, beta, what + " bias", bias=bias)
             check(a, b, c0, trans_a, trans_b, alpha, beta, what + " relu", relu=True)
-            out = check(a, b, c0, trans_a, trans_b, alpha, beta, what + " bias+relu",
-                        bias=bias, relu=True)
+            out = check(
+                a, b, c0, trans_a, trans_b, alpha, beta, what + " bias+relu", bias=bias, relu=True
+            )
             assert (out >= 0).all()
-            out = check(a, b, c0, trans_a, trans_b, alpha, beta, what + " mask",
-                        relu_mask=mask)
+            out = check(a, b, c0, trans_a, trans_b, alpha, beta, what + " mask", relu_mask=mask)
             assert (out[mask <= 0] == 0).all()
-            check(a, b, c0, trans_a, trans_b, alpha, beta, what + " all three",
-                  bias=bias, relu=True, relu_mask=mask)
+            check(
+                a,
+                b,
+                c0,
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+                what + " all three",
+                bias=bias,
+                relu=True,
+                relu_mask=mask,
+            )
 
 
 def test_epilogues_let_nan_through(isa):
@@ -163,8 +256,7 @@ def test_epilogues_let_nan_through(isa):
     a, b, _ = operands(rng, 20, 40, 50, False, False)
     a[3, 7] = np.nan
     mask = np.ones((20, 40), np.float32)
-    out = _kernels.sgemm(a, b, bias=np.full(40, -1e6, np.float32), relu=True,
-                         relu_mask=mask)
+    out = _kernels.sgemm(a, b, bias=np.full(40, -1e6, np.float32), relu=True, relu_mask=mask)
     assert np.isnan(out[3]).all()
     assert not np.isnan(np.delete(out, 3, axis=0)).any()
 
@@ -187,8 +279,12 @@ def test_fused_epilogue_is_the_separate_steps_bit_for_bit(isa, trans, m, n, k):
     mask[:, 1::5] = np.nan
     mask[:, 2::7] = 0.0
     plain = _kernels.sgemm(a, b, trans_a=trans[0], trans_b=trans[1], alpha=-1.0)
-    for kwargs in (dict(bias=bias), dict(bias=bias, relu=True), dict(relu_mask=mask),
-                   dict(bias=bias, relu=True, relu_mask=mask)):
+    for kwargs in (
+        dict(bias=bias),
+        dict(bias=bias, relu=True),
+        dict(relu_mask=mask),
+        dict(bias=bias, relu=True, relu_mask=mask),
+    ):
         want = plain.copy()
         if "bias" in kwargs:
             want = want + bias
@@ -197,8 +293,9 @@ def test_fused_epilogue_is_the_separate_steps_bit_for_bit(isa, trans, m, n, k):
         if "relu_mask" in kwargs:
             want = np.where(mask <= 0, np.float32(0), want)
         got = _kernels.sgemm(a, b, trans_a=trans[0], trans_b=trans[1], alpha=-1.0, **kwargs)
-        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32),
-                                      err_msg=f"{sorted(kwargs)}")
+        np.testing.assert_array_equal(
+            got.view(np.uint32), want.view(np.uint32), err_msg=f"{sorted(kwargs)}"
+        )
     assert np.signbit(plain[0]).all()  # the -0 case was exercised
 
 
@@ -212,8 +309,12 @@ def test_beta_zero_never_reads_c(isa, trans):
         out = _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=0.0)
         assert np.isfinite(out).all()
         bound = reference.gemm_tolerance(a, b, None, trans_a, trans_b, 0.5)
-        reference.assert_close(out, reference.gemm(a, b, None, trans_a, trans_b, 0.5),
-                               bound, f"{isa} {m}x{n}x{k} trans={trans}")
+        reference.assert_close(
+            out,
+            reference.gemm(a, b, None, trans_a, trans_b, 0.5),
+            bound,
+            f"{isa} {m}x{n}x{k} trans={trans}",
+        )
 
 
 def guarded(values, pad=64):
@@ -221,7 +322,7 @@ def guarded(values, pad=64):
     neighbours are NaN, so a read past its ends poisons the result and a write past its
     ends shows up in the guard bands."""
     buf = np.full(values.size + 2 * pad, np.nan, np.float32)
-    view = buf[pad:pad + values.size].reshape(values.shape)
+    view = buf[pad : pad + values.size].reshape(values.shape)
     view[...] = values
     return buf, view
 
@@ -230,16 +331,32 @@ def guarded(values, pad=64):
 def test_no_access_outside_the_operands(isa, trans):
     rng = np.random.default_rng(9)
     trans_a, trans_b = trans
-    for m, n, k in [(1, 1, 1), (13, 33, 17), (7, 10, 100), (25, 47, 1030), (12, 32, 5),
-                    (1, 401, 20)]:
+    for m, n, k in [
+        (1, 1, 1),
+        (13, 33, 17),
+        (7, 10, 100),
+        (25, 47, 1030),
+        (12, 32, 5),
+        (1, 401, 20),
+    ]:
         a0, b0, c0 = operands(rng, m, n, k, trans_a, trans_b)
         (_, a), (_, b), (cbuf, c) = guarded(a0), guarded(b0), guarded(c0)
         (_, mask) = guarded(np.maximum(c0, 0))
-        out = _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=2.0,
-                             bias=guarded(c0[0])[1], relu_mask=mask)
+        out = _kernels.sgemm(
+            a,
+            b,
+            c,
+            trans_a=trans_a,
+            trans_b=trans_b,
+            alpha=0.5,
+            beta=2.0,
+            bias=guarded(c0[0])[1],
+            relu_mask=mask,
+        )
         assert out is c and np.isfinite(out).all(), f"{isa} {m}x{n}x{k}: read outside"
-        assert np.isnan(cbuf[:64]).all() and np.isnan(cbuf[-64:]).all(), \
+        assert np.isnan(cbuf[:64]).all() and np.isnan(cbuf[-64:]).all(), (
             f"{isa} {m}x{n}x{k}: wrote outside c"
+        )
 
 
 def test_a_rows_4kib_apart_through_the_c_api(isa):
@@ -248,16 +365,36 @@ def test_a_rows_4kib_apart_through_the_c_api(isa):
     16, every edge of that copy runs; each product must be bit for bit the one of a
     contiguous copy of A (lda = k, read in place): the same chains."""
     import ctypes
+
     lib = ctypes.CDLL(_kernels.__file__)
     sgemm = lib.mnc_sgemm_f32
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    sgemm.argtypes = [ctypes.c_int, ctypes.c_int, i64, i64, i64, ctypes.c_float, ptr, i64,
-                      ptr, i64, ctypes.c_float, ptr, i64, ptr, ctypes.c_int]
+    sgemm.argtypes = [
+        ctypes.c_int,
+        ctypes.c_int,
+        i64,
+        i64,
+        i64,
+        ctypes.c_float,
+        ptr,
+        i64,
+        ptr,
+        i64,
+        ctypes.c_float,
+        ptr,
+        i64,
+        ptr,
+        ctypes.c_int,
+    ]
     sgemm.restype = None
     rng = np.random.default_rng(11)
     lda = 1024
-    for m, n, k, trans_b in [(29, 130, 1000, False), (13, 200, 17, True), (12, 128, 1, False),
-                             (25, 100, 1024, True)]:
+    for m, n, k, trans_b in [
+        (29, 130, 1000, False),
+        (13, 200, 17, True),
+        (12, 128, 1, False),
+        (25, 100, 1024, True),
+    ]:
         a_rows = rng.standard_normal((m, lda)).astype(np.float32)
         a = np.ascontiguousarray(a_rows[:, :k])
         b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
@@ -265,8 +402,23 @@ def test_a_rows_4kib_apart_through_the_c_api(isa):
         for alpha, beta in SCALES:
             expected = _kernels.sgemm(a, b, c0.copy(), trans_b=trans_b, alpha=alpha, beta=beta)
             c = c0.copy()
-            sgemm(0, int(trans_b), m, n, k, alpha, a_rows.ctypes.data, lda, b.ctypes.data,
-                  b.shape[1], beta, c.ctypes.data, n, None, 1)
+            sgemm(
+                0,
+                int(trans_b),
+                m,
+                n,
+                k,
+                alpha,
+                a_rows.ctypes.data,
+                lda,
+                b.ctypes.data,
+                b.shape[1],
+                beta,
+                c.ctypes.data,
+                n,
+                None,
+                1,
+            )
             np.testing.assert_array_equal(c, expected, err_msg=f"{isa} {m}x{n}x{k} {beta=}")
 
 
@@ -275,17 +427,26 @@ def test_without_a_packing_buffer_the_same_bits(isa):
     (gemm_unbuffered) with the same chains, so the same bits as the tiled path. The test
     hook mnc_gemm_test_pack_limit caps the buffer to force that path and counts it."""
     import ctypes
+
     limit = ctypes.CDLL(_kernels.__file__).mnc_gemm_test_pack_limit
     limit.argtypes, limit.restype = [ctypes.c_size_t], ctypes.c_size_t
     no_limit = ctypes.c_size_t(-1).value
     rng = np.random.default_rng(12)
     cases = []  # each needs the buffer: a partial panel, a transposed B, an A tile copy
-    for m, n, k, trans_a, trans_b in [(13, 33, 17, False, False), (7, 40, KC + 80, False, True),
-                                      (128, 64, 50, True, False), (30, 100, 300, True, True)]:
+    for m, n, k, trans_a, trans_b in [
+        (13, 33, 17, False, False),
+        (7, 40, KC + 80, False, True),
+        (128, 64, 50, True, False),
+        (30, 100, 300, True, True),
+    ]:
         a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
-        kwargs = dict(trans_a=trans_a, trans_b=trans_b, bias=rng.standard_normal(n)
-                      .astype(np.float32), relu=True,
-                      relu_mask=np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32))
+        kwargs = dict(
+            trans_a=trans_a,
+            trans_b=trans_b,
+            bias=rng.standard_normal(n).astype(np.float32),
+            relu=True,
+            relu_mask=np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32),
+        )
         for alpha, beta, n_threads in [(1.0, 0.0, 1), (0.5, 2.0, 2)]:
             cases.append((a, b, c0, dict(kwargs, alpha=alpha, beta=beta, n_threads=n_threads)))
     tiled = [_kernels.sgemm(a, b, c0.copy(), **kwargs) for a, b, c0, kwargs in cases]
@@ -310,12 +471,19 @@ def test_empty_reduction(isa):
 
 
 # Big enough that every case runs on more than one thread, with edges in m and n.
-THREADED = [(256, 784, 1024, False, False), (784, 256, 1024, True, False),
-            (256, 1000, 1024, False, True), (250, 130, 2100, True, True),
-            (100, 128, 784, False, False), (784, 128, 100, True, False),
-            (1, 1000, 1100, False, False), (1, 1024, 784, True, False),
-            (1, 1000, 1100, False, True), (1, 1024, 784, True, True),
-            (256, 300, 1024, True, False)]
+THREADED = [
+    (256, 784, 1024, False, False),
+    (784, 256, 1024, True, False),
+    (256, 1000, 1024, False, True),
+    (250, 130, 2100, True, True),
+    (100, 128, 784, False, False),
+    (784, 128, 100, True, False),
+    (1, 1000, 1100, False, False),
+    (1, 1024, 784, True, False),
+    (1, 1000, 1100, False, True),
+    (1, 1024, 784, True, True),
+    (256, 300, 1024, True, False),
+]
 
 
 @pytest.mark.parametrize("m,n,k,trans_a,trans_b", THREADED)
@@ -323,8 +491,7 @@ def test_bits_do_not_depend_on_thread_count(isa, m, n, k, trans_a, trans_b):
     rng = np.random.default_rng(7)
     a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
     bias = rng.standard_normal(n).astype(np.float32)
-    kwargs = dict(trans_a=trans_a, trans_b=trans_b, alpha=-0.01, beta=1.0, bias=bias,
-                  relu=True)
+    kwargs = dict(trans_a=trans_a, trans_b=trans_b, alpha=-0.01, beta=1.0, bias=bias, relu=True)
     one = _kernels.sgemm(a, b, c0.copy(), n_threads=1, **kwargs)
     for n_threads in (2, 3):
         many = _kernels.sgemm(a, b, c0.copy(), n_threads=n_threads, **kwargs)
@@ -350,8 +517,7 @@ def cross_target_cases():
         elif kind == "bias":
             kwargs.update(bias=rng.standard_normal(n).astype(np.float32))
         elif kind == "mask":
-            kwargs.update(relu_mask=np.maximum(rng.standard_normal((m, n)), 0)
-                          .astype(np.float32))
+            kwargs.update(relu_mask=np.maximum(rng.standard_normal((m, n)), 0).astype(np.float32))
         else:
             kwargs.update(alpha=-0.1, beta=1.0)
         yield f"model {m}x{n}x{k} {kind}", a, b, c0, kwargs
@@ -359,8 +525,13 @@ def cross_target_cases():
         trans_a, trans_b = TRANSPOSES[i % 4]
         a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
         alpha, beta = SCALES[i % len(SCALES)]
-        yield (f"{m}x{n}x{k} trans={trans_a, trans_b}", a, b, c0,
-               dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta))
+        yield (
+            f"{m}x{n}x{k} trans={trans_a, trans_b}",
+            a,
+            b,
+            c0,
+            dict(trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta),
+        )
 
 
 def test_avx2_and_avx512_give_identical_bits():
@@ -379,15 +550,22 @@ def test_generic_agrees_with_fma_targets():
     for what, a, b, c0, kwargs in cross_target_cases():
         generic = run_on("generic", a, b, c0.copy(), **kwargs)
         fma = run_on(best, a, b, c0.copy(), **kwargs)
-        bound = 2 * reference.gemm_tolerance(a, b, c0, kwargs.get("trans_a", False),
-                                             kwargs.get("trans_b", False),
-                                             kwargs.get("alpha", 1.0), kwargs.get("beta", 0.0),
-                                             kwargs.get("bias"))
+        bound = 2 * reference.gemm_tolerance(
+            a,
+            b,
+            c0,
+            kwargs.get("trans_a", False),
+            kwargs.get("trans_b", False),
+            kwargs.get("alpha", 1.0),
+            kwargs.get("beta", 0.0),
+            kwargs.get("bias"),
+        )
         reference.assert_close(generic, fma, bound, what)
 
 
 # ---------------------------------------------------------------------------------
 # The wrapper's argument checks (mnistc/_kernels.pyx)
+
 
 def f32(*shape):
     return np.ones(shape, np.float32)
@@ -399,39 +577,52 @@ def misaligned(a):
     return out.reshape(a.shape)
 
 
-@pytest.mark.parametrize("call,error,name", [
-    (lambda: _kernels.sgemm(f32(2, 3).tolist(), f32(3, 4)), TypeError, "a"),
-    (lambda: _kernels.sgemm(f32(2, 3), np.ones((3, 4))), TypeError, "b"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), np.ones((2, 4))), TypeError, "c"),
-    (lambda: _kernels.sgemm(f32(2, 3, 1), f32(3, 4)), ValueError, "a"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3)), ValueError, "b"),
-    (lambda: _kernels.sgemm(f32(3, 2).T, f32(3, 4)), ValueError, "a"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(4, 3).T), ValueError, "b"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), f32(4, 2).T), ValueError, "c"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(2, 4)), ValueError, "inner dimensions"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), trans_a=True), ValueError,
-     "inner dimensions"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), trans_b=True), ValueError,
-     "inner dimensions"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), f32(4, 2)), ValueError, "c"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), beta=1.0), ValueError, "beta"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=f32(3)), ValueError, "bias"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=f32(1, 4)), ValueError, "bias"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=np.ones(4)), TypeError, "bias"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2)), ValueError,
-     "relu_mask"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(8)), ValueError,
-     "relu_mask"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2).T), ValueError,
-     "relu_mask"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=-1), ValueError, "n_threads"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads="2"), TypeError, "n_threads"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=2**40), ValueError, "n_threads"),
-    (lambda: _kernels.sgemm(f32(2, 3).astype(">f4"), f32(3, 4)), TypeError, "a"),
-    (lambda: _kernels.sgemm(f32(2, 3), misaligned(f32(3, 4))), ValueError, "b"),
-    (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=misaligned(f32(4))), ValueError,
-     "bias"),
-])
+@pytest.mark.parametrize(
+    "call,error,name",
+    [
+        (lambda: _kernels.sgemm(f32(2, 3).tolist(), f32(3, 4)), TypeError, "a"),
+        (lambda: _kernels.sgemm(f32(2, 3), np.ones((3, 4))), TypeError, "b"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), np.ones((2, 4))), TypeError, "c"),
+        (lambda: _kernels.sgemm(f32(2, 3, 1), f32(3, 4)), ValueError, "a"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3)), ValueError, "b"),
+        (lambda: _kernels.sgemm(f32(3, 2).T, f32(3, 4)), ValueError, "a"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(4, 3).T), ValueError, "b"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), f32(4, 2).T), ValueError, "c"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(2, 4)), ValueError, "inner dimensions"),
+        (
+            lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), trans_a=True),
+            ValueError,
+            "inner dimensions",
+        ),
+        (
+            lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), trans_b=True),
+            ValueError,
+            "inner dimensions",
+        ),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), f32(4, 2)), ValueError, "c"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), beta=1.0), ValueError, "beta"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=f32(3)), ValueError, "bias"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=f32(1, 4)), ValueError, "bias"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=np.ones(4)), TypeError, "bias"),
+        (
+            lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2)),
+            ValueError,
+            "relu_mask",
+        ),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(8)), ValueError, "relu_mask"),
+        (
+            lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), relu_mask=f32(4, 2).T),
+            ValueError,
+            "relu_mask",
+        ),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=-1), ValueError, "n_threads"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads="2"), TypeError, "n_threads"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), n_threads=2**40), ValueError, "n_threads"),
+        (lambda: _kernels.sgemm(f32(2, 3).astype(">f4"), f32(3, 4)), TypeError, "a"),
+        (lambda: _kernels.sgemm(f32(2, 3), misaligned(f32(3, 4))), ValueError, "b"),
+        (lambda: _kernels.sgemm(f32(2, 3), f32(3, 4), bias=misaligned(f32(4))), ValueError, "bias"),
+    ],
+)
 def test_wrapper_rejects_bad_arguments(call, error, name):
     with pytest.raises(error, match=name):
         call()

@@ -1,6 +1,7 @@
 """One writer per train dir (mnistc.lock), shown with real processes: while one run trains,
 a second one in the same --train-dir — fresh or --resume — is refused before it touches
 anything, readers (eval) still work, and a SIGKILLed run leaves no lock behind."""
+
 import json
 import os
 import signal
@@ -23,9 +24,14 @@ class Trainer:
 
     def __init__(self, train_dir, *extra):
         self.proc = subprocess.Popen(
-            tool_command("train", *SMALL, "--max-steps", 10_000_000, "--train-dir", train_dir,
-                         *extra),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env())
+            tool_command(
+                "train", *SMALL, "--max-steps", 10_000_000, "--train-dir", train_dir, *extra
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=tool_env(),
+        )
         self.manager = CheckpointManager(train_dir)
 
     def wait_for_line(self, prefix):
@@ -78,8 +84,9 @@ def test_a_second_fresh_run_is_refused_while_the_first_trains(tmp_path, trainers
 def test_a_resume_is_refused_while_the_run_trains_and_readers_still_work(tmp_path, trainers):
     first = trainers(tmp_path, "--checkpoint-every", 100)
     step = first.wait_for_checkpoint()
-    resumed = run_tool("train", *SMALL, "--max-steps", step + 100, "--resume",
-                       "--train-dir", tmp_path)
+    resumed = run_tool(
+        "train", *SMALL, "--max-steps", step + 100, "--resume", "--train-dir", tmp_path
+    )
     assert_one_line_error(resumed, "train", f"in use by process {first.proc.pid}")
     assert "Resuming" not in resumed.stdout
     # eval takes no lock: it reads the newest complete checkpoint while the run writes more.
@@ -100,8 +107,9 @@ def test_the_lock_of_a_sigkilled_run_is_not_stale(tmp_path, trainers):
     before = checkpoint_files(tmp_path)
     newest = max(CheckpointManager(tmp_path).list())[0]
     assert newest >= step
-    resumed = run_tool("train", *SMALL, "--max-steps", newest + 100, "--resume",
-                       "--train-dir", tmp_path)
+    resumed = run_tool(
+        "train", *SMALL, "--max-steps", newest + 100, "--resume", "--train-dir", tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.startswith(f"Resuming from {tmp_path / f'checkpoint-{newest}'}")
     assert (tmp_path / f"checkpoint-{newest + 100}.safetensors").exists()

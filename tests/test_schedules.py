@@ -29,8 +29,9 @@ def test_linear_and_cosine_follow_their_formulas_to_the_end():
     cosine = Schedule("cosine", learning_rate=0.3, total_steps=n, final_lr=0.01)
     for t in range(n):
         assert linear.rate(t) == pytest.approx(0.3 + (0.01 - 0.3) * t / n, rel=1e-15)
-        assert cosine.rate(t) == pytest.approx(0.01 + 0.29 * (1 + math.cos(math.pi * t / n)) / 2,
-                                               rel=1e-15)
+        assert cosine.rate(t) == pytest.approx(
+            0.01 + 0.29 * (1 + math.cos(math.pi * t / n)) / 2, rel=1e-15
+        )
     assert linear.rate(n + 5) == linear.rate(n - 1)  # past the horizon: the last rate
 
 
@@ -53,8 +54,9 @@ def test_one_cycle_is_torchs_formula(steps, pct):
         pytest.skip("PyTorch not installed")
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=0.2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=steps,
-                                                pct_start=pct, cycle_momentum=False)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.2, total_steps=steps, pct_start=pct, cycle_momentum=False
+    )
     theirs = []
     for _ in range(steps):
         theirs.append(opt.param_groups[0]["lr"])
@@ -63,10 +65,13 @@ def test_one_cycle_is_torchs_formula(steps, pct):
     assert rates(ours, steps) == pytest.approx(theirs, rel=1e-12, abs=1e-15)
 
 
-@pytest.mark.parametrize("kind, cls, kwargs", [
-    ("linear", "LinearLR", dict(start_factor=1.0, end_factor=0.05)),
-    ("cosine", "CosineAnnealingLR", dict(eta_min=0.005)),
-])
+@pytest.mark.parametrize(
+    "kind, cls, kwargs",
+    [
+        ("linear", "LinearLR", dict(start_factor=1.0, end_factor=0.05)),
+        ("cosine", "CosineAnnealingLR", dict(eta_min=0.005)),
+    ],
+)
 def test_linear_and_cosine_match_torch(kind, cls, kwargs):
     if torch is None:
         pytest.skip("PyTorch not installed")
@@ -84,15 +89,24 @@ def test_linear_and_cosine_match_torch(kind, cls, kwargs):
     assert rates(ours, steps) == pytest.approx(theirs, rel=1e-9)
 
 
-@pytest.mark.parametrize("settings, fragment", [
-    (dict(kind="step"), "unknown schedule 'step'"),
-    (dict(learning_rate=0.0), "learning_rate must be > 0"),
-    (dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
-    (dict(kind="cosine", total_steps=10, warmup_steps=10), "more steps (10) than its warm-up (10)"),
-    (dict(kind="one-cycle", total_steps=10, pct_start=1.0), "pct_start must be between 0 and 1"),
-    (dict(warmup_steps=-1), "warmup_steps must be a whole number >= 0"),
-    (dict(final_lr=-0.1), "final_lr must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        (dict(kind="step"), "unknown schedule 'step'"),
+        (dict(learning_rate=0.0), "learning_rate must be > 0"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (
+            dict(kind="cosine", total_steps=10, warmup_steps=10),
+            "more steps (10) than its warm-up (10)",
+        ),
+        (
+            dict(kind="one-cycle", total_steps=10, pct_start=1.0),
+            "pct_start must be between 0 and 1",
+        ),
+        (dict(warmup_steps=-1), "warmup_steps must be a whole number >= 0"),
+        (dict(final_lr=-0.1), "final_lr must be >= 0"),
+    ],
+)
 def test_bad_settings_name_the_field(settings, fragment):
     with pytest.raises(ValueError) as info:
         Schedule(**settings)
@@ -116,6 +130,7 @@ def test_what_may_change_on_resume():
 
 
 # -- the run settings that build schedules and step counts (mnistc.config)
+
 
 def test_epochs_and_their_checkpoint_steps():
     cfg = TrainConfig(epochs=3, batch_size=128)
@@ -149,17 +164,20 @@ def test_recipes_expand_under_explicit_options():
         TrainConfig.from_recipe("tutorial", lr=0.1)
 
 
-@pytest.mark.parametrize("changes, fragment", [
-    (dict(seed=-1), "--seed"),
-    (dict(optimizer="rmsprop"), "--optimizer must be one of"),
-    (dict(optimizer="momentum", momentum=1.0), "--optimizer momentum: momentum must be"),
-    (dict(momentum=0.5), "--momentum does not apply to --optimizer sgd"),
-    (dict(max_steps=10, epochs=1), "--max-steps and --epochs"),
-    (dict(checkpoint_every_epochs=1), "--checkpoint-every-epochs needs --epochs"),
-    (dict(eval_splits=("test", "holdout")), "--eval-splits"),
-    (dict(threads=-1), "--threads must be >= 1"),
-    (dict(dataset="cifar"), "--dataset must be one of mnist, fashion-mnist"),
-])
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        (dict(seed=-1), "--seed"),
+        (dict(optimizer="rmsprop"), "--optimizer must be one of"),
+        (dict(optimizer="momentum", momentum=1.0), "--optimizer momentum: momentum must be"),
+        (dict(momentum=0.5), "--momentum does not apply to --optimizer sgd"),
+        (dict(max_steps=10, epochs=1), "--max-steps and --epochs"),
+        (dict(checkpoint_every_epochs=1), "--checkpoint-every-epochs needs --epochs"),
+        (dict(eval_splits=("test", "holdout")), "--eval-splits"),
+        (dict(threads=-1), "--threads must be >= 1"),
+        (dict(dataset="cifar"), "--dataset must be one of mnist, fashion-mnist"),
+    ],
+)
 def test_bad_run_settings_name_the_flag(changes, fragment):
     with pytest.raises(ValueError) as info:
         validate(TrainConfig(**changes))

@@ -1,5 +1,6 @@
 """Summaries for plotting: the JSON-lines log and TensorBoard event files (mnistc writes
 them itself), read back here with TensorBoard's own reader."""
+
 import json
 import math
 import os
@@ -24,16 +25,29 @@ def needs(module):
 
 def test_event_file_holds_the_loss_and_precisions(tmp_path):
     accumulator = needs("tensorboard.backend.event_processing.event_accumulator")
-    summary = run_training(TrainConfig(fake_data=True, hidden=(16, 8), batch_size=20,
-                                       max_steps=250, checkpoint_every=200,
-                                       train_dir=str(tmp_path), quiet=True))
+    summary = run_training(
+        TrainConfig(
+            fake_data=True,
+            hidden=(16, 8),
+            batch_size=20,
+            max_steps=250,
+            checkpoint_every=200,
+            train_dir=str(tmp_path),
+            quiet=True,
+        )
+    )
     assert list(tmp_path.glob("events.out.tfevents.*")), "no event file written"
 
     events = accumulator.EventAccumulator(str(tmp_path))
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert set(scalars) == {"loss", "learning_rate", "precision/train", "precision/validation",
-                            "precision/test"}
+    assert set(scalars) == {
+        "loss",
+        "learning_rate",
+        "precision/train",
+        "precision/validation",
+        "precision/test",
+    }
     logged = [json.loads(line) for line in (tmp_path / "summaries.jsonl").read_text().splitlines()]
     for tag in scalars:
         from_events = [(e.step, e.value) for e in events.Scalars(tag)]
@@ -45,12 +59,22 @@ def test_event_file_holds_the_loss_and_precisions(tmp_path):
     assert [e.step for e in events.Scalars("precision/test")] == [199, 249]
     for split in ("train", "validation", "test"):  # the values summary.json reports
         assert events.Scalars(f"precision/{split}")[-1].value == pytest.approx(
-            summary["precision"][split], rel=1e-6)
+            summary["precision"][split], rel=1e-6
+        )
 
 
 def test_no_event_files_when_disabled(tmp_path):
-    run_training(TrainConfig(fake_data=True, hidden=(8, 4), batch_size=10, max_steps=3,
-                             train_dir=str(tmp_path), quiet=True, tensorboard=False))
+    run_training(
+        TrainConfig(
+            fake_data=True,
+            hidden=(8, 4),
+            batch_size=10,
+            max_steps=3,
+            train_dir=str(tmp_path),
+            quiet=True,
+            tensorboard=False,
+        )
+    )
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     assert (tmp_path / "summaries.jsonl").exists()
 
@@ -65,7 +89,7 @@ def test_crc32c_matches_the_published_check_values():
 
 def test_tfrecord_framing_and_a_torn_last_record(tmp_path):
     record = ev.tfrecord(b"payload")
-    length, = struct.unpack("<Q", record[:8])
+    (length,) = struct.unpack("<Q", record[:8])
     assert length == 7 and record[12:19] == b"payload" and len(record) == 8 + 4 + 7 + 4
     # TensorBoard's reader skips a record cut short by a kill instead of failing.
     accumulator = needs("tensorboard.backend.event_processing.event_accumulator")
@@ -91,6 +115,9 @@ def test_resumed_writer_hides_the_steps_it_redoes(tmp_path):
     resumed.close()
     events = accumulator.EventAccumulator(str(tmp_path))
     events.Reload()
-    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.0), (100, 100.0),
-                                                                    (200, -1.0)]
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [
+        (0, 0.0),
+        (100, 100.0),
+        (200, -1.0),
+    ]
     assert events.Scalars("huge")[0].value == math.inf

@@ -12,25 +12,36 @@ import shutil
 import numpy as np
 import pytest
 
-from idx_helpers import learnable_mnist, write_mnist_dir
 from mnistc.checkpoint import CheckpointManager, load_file
 from mnistc.config import TrainConfig
 from mnistc.errors import CheckpointError
 from mnistc.training import run_training
+
+from idx_helpers import learnable_mnist, write_mnist_dir
 
 # (optimizer, schedule) settings, each a run of 60 steps with checkpoints every 20.
 SETTINGS = {
     "sgd-constant": dict(learning_rate=0.1),
     "sgd-decay-cosine": dict(weight_decay=1e-3, schedule="cosine", learning_rate=0.2),
     "momentum-linear": dict(optimizer="momentum", schedule="linear", learning_rate=0.1),
-    "nesterov-one-cycle-smoothed": dict(optimizer="nesterov", schedule="one-cycle",
-                                        learning_rate=0.2, label_smoothing=0.1),
-    "adam-cosine-warmup": dict(optimizer="adam", schedule="cosine", learning_rate=3e-3,
-                               warmup_steps=10),
+    "nesterov-one-cycle-smoothed": dict(
+        optimizer="nesterov", schedule="one-cycle", learning_rate=0.2, label_smoothing=0.1
+    ),
+    "adam-cosine-warmup": dict(
+        optimizer="adam", schedule="cosine", learning_rate=3e-3, warmup_steps=10
+    ),
     "adamw-one-cycle": dict(optimizer="adamw", schedule="one-cycle", learning_rate=5e-3),
 }
-COMMON = dict(hidden=(24, 16), batch_size=32, validation_size=100, max_steps=60,
-              checkpoint_every=20, quiet=True, tensorboard=False, download=False)
+COMMON = dict(
+    hidden=(24, 16),
+    batch_size=32,
+    validation_size=100,
+    max_steps=60,
+    checkpoint_every=20,
+    quiet=True,
+    tensorboard=False,
+    download=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +83,16 @@ def test_every_setting_learns_and_records_its_optimizer_state(one_go):
     tensors, meta = tensors_at(train_dir, 60)
     optimizer = json.loads(meta["optimizer"])
     assert optimizer == summary["optimizer"] and optimizer["name"] == SETTINGS[name].get(
-        "optimizer", "sgd")
+        "optimizer", "sgd"
+    )
     state = [k for k in tensors if k.startswith("optimizer/")]
     expected = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adamw": 2}[optimizer["name"]]
     assert len(state) == expected
-    assert all(tensors[k].size == sum(t.size for n, t in tensors.items()
-                                      if n.endswith(("/weights", "/biases"))) for k in state)
+    assert all(
+        tensors[k].size
+        == sum(t.size for n, t in tensors.items() if n.endswith(("/weights", "/biases")))
+        for k in state
+    )
     assert int(meta["optimizer_step"]) == 60
 
 
@@ -102,17 +117,42 @@ def test_thread_count_does_not_change_a_bit(one_go, tmp_path, data_dir, threads)
     assert_same_checkpoint(train_dir, other, 60)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (dict(optimizer="adam", schedule="one-cycle", learning_rate=0.2, label_smoothing=0.1),
-     "optimizer"),
-    (dict(optimizer="nesterov", schedule="one-cycle", learning_rate=0.2, label_smoothing=0.1,
-          momentum=0.8), "momentum=0.8"),
-    (dict(optimizer="nesterov", schedule="one-cycle", learning_rate=0.3, label_smoothing=0.1),
-     "schedule"),
-    (dict(optimizer="nesterov", schedule="one-cycle", learning_rate=0.2, label_smoothing=0.1,
-          max_steps=80), "schedule"),
-    (dict(optimizer="nesterov", schedule="one-cycle", learning_rate=0.2), "label_smoothing"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (
+            dict(optimizer="adam", schedule="one-cycle", learning_rate=0.2, label_smoothing=0.1),
+            "optimizer",
+        ),
+        (
+            dict(
+                optimizer="nesterov",
+                schedule="one-cycle",
+                learning_rate=0.2,
+                label_smoothing=0.1,
+                momentum=0.8,
+            ),
+            "momentum=0.8",
+        ),
+        (
+            dict(
+                optimizer="nesterov", schedule="one-cycle", learning_rate=0.3, label_smoothing=0.1
+            ),
+            "schedule",
+        ),
+        (
+            dict(
+                optimizer="nesterov",
+                schedule="one-cycle",
+                learning_rate=0.2,
+                label_smoothing=0.1,
+                max_steps=80,
+            ),
+            "schedule",
+        ),
+        (dict(optimizer="nesterov", schedule="one-cycle", learning_rate=0.2), "label_smoothing"),
+    ],
+)
 def test_resuming_with_other_settings_is_a_clear_error(tmp_path, data_dir, change, fragment):
     train(tmp_path, data_dir, **SETTINGS["nesterov-one-cycle-smoothed"])
     with pytest.raises(CheckpointError) as info:
@@ -129,25 +169,43 @@ def test_a_constant_rate_may_change_and_the_run_grow_on_resume(tmp_path, data_di
 def test_epochs_evaluate_and_checkpoint_at_each_epochs_end(tmp_path, data_dir):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        summary = train(tmp_path, data_dir, max_steps=None, epochs=2.5, checkpoint_every=None,
-                        quiet=False, optimizer="nesterov", schedule="one-cycle",
-                        learning_rate=0.2)
+        summary = train(
+            tmp_path,
+            data_dir,
+            max_steps=None,
+            epochs=2.5,
+            checkpoint_every=None,
+            quiet=False,
+            optimizer="nesterov",
+            schedule="one-cycle",
+            learning_rate=0.2,
+        )
     # 1000 training examples, batch 32: epoch e ends at step ceil(1000 e / 32).
     assert [s for s, _ in CheckpointManager(tmp_path).list()] == [32, 63, 79]
     lines = out.getvalue().splitlines()
     assert [line for line in lines if line.startswith("Epoch")] == [
-        "Epoch 1.024 of 2.5 (step 32)", "Epoch 2.016 of 2.5 (step 63)", "Epoch 2.5 of 2.5 (step 79)"]
+        "Epoch 1.024 of 2.5 (step 32)",
+        "Epoch 2.016 of 2.5 (step 63)",
+        "Epoch 2.5 of 2.5 (step 79)",
+    ]
     assert sum(line.endswith("Data Eval:") for line in lines) == 9  # three splits, three times
     assert summary["epochs"] == 2.5 and summary["global_step"] == 79
     assert any(", lr = " in line for line in lines if line.startswith("Step "))
 
 
 def test_learning_rate_is_logged_with_the_loss(tmp_path, data_dir):
-    train(tmp_path, data_dir, schedule="linear", learning_rate=0.1, max_steps=250,
-          checkpoint_every=250)
+    train(
+        tmp_path,
+        data_dir,
+        schedule="linear",
+        learning_rate=0.1,
+        max_steps=250,
+        checkpoint_every=250,
+    )
     records = [json.loads(line) for line in (tmp_path / "summaries.jsonl").read_text().splitlines()]
     rates = {r["step"]: r["value"] for r in records if r["tag"] == "learning_rate"}
     losses = [r["step"] for r in records if r["tag"] == "loss"]
     assert losses == sorted(rates) == [0, 100, 200]
-    np.testing.assert_allclose([rates[t] for t in losses], [0.1 * (1 - t / 250) for t in losses],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        [rates[t] for t in losses], [0.1 * (1 - t / 250) for t in losses], rtol=1e-12
+    )

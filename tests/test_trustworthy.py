@@ -1,6 +1,7 @@
 """What mnistc promises beyond the tutorial, shown on real training runs: bit-identical
 results for any thread count, exact resume, and no lost work when the process is killed
 at any moment (checkpoint writes included)."""
+
 import json
 import os
 import random
@@ -43,9 +44,18 @@ def test_parameters_are_bit_identical_for_1_2_and_3_threads(real_mnist_dir, tmp_
     results = {}
     for threads in (1, 2, 3):
         run_dir = tmp_path / f"t{threads}"
-        summary = run_training(TrainConfig.from_recipe(
-            recipe, data_dir=str(real_mnist_dir), train_dir=str(run_dir), max_steps=300,
-            checkpoint_every=300, threads=threads, quiet=True, tensorboard=False))
+        summary = run_training(
+            TrainConfig.from_recipe(
+                recipe,
+                data_dir=str(real_mnist_dir),
+                train_dir=str(run_dir),
+                max_steps=300,
+                checkpoint_every=300,
+                threads=threads,
+                quiet=True,
+                tensorboard=False,
+            )
+        )
         assert summary["threads"] == threads
         results[threads] = (final_tensors(run_dir), summaries(run_dir))
     (step1, tensors1), log1 = results[1]
@@ -61,9 +71,21 @@ def test_parameters_are_bit_identical_for_1_2_and_3_threads(real_mnist_dir, tmp_
 def test_resumed_run_equals_an_uninterrupted_one(real_mnist_dir, tmp_path):
     def cli(train_dir, *args):
         result = subprocess.run(
-            [sys.executable, "-m", "mnistc.train", "--data-dir", str(real_mnist_dir),
-             "--train-dir", str(train_dir), "--no-tensorboard", *args],
-            capture_output=True, text=True, timeout=600)
+            [
+                sys.executable,
+                "-m",
+                "mnistc.train",
+                "--data-dir",
+                str(real_mnist_dir),
+                "--train-dir",
+                str(train_dir),
+                "--no-tensorboard",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr
         return [TIMING.sub("", line) for line in result.stdout.splitlines()]
 
@@ -76,30 +98,57 @@ def test_resumed_run_equals_an_uninterrupted_one(real_mnist_dir, tmp_path):
     cut = next(i for i, line in enumerate(straight) if line.startswith("Step 1000:"))
     assert second[1:] == straight[cut:]
     assert first == straight[:cut]
-    assert_same_tensors(final_tensors(tmp_path / "straight")[1],
-                        final_tensors(tmp_path / "resumed")[1])
+    assert_same_tensors(
+        final_tensors(tmp_path / "straight")[1], final_tensors(tmp_path / "resumed")[1]
+    )
     assert summaries(tmp_path / "straight") == summaries(tmp_path / "resumed")
 
 
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
-@pytest.mark.parametrize("update", [
-    [],  # plain SGD at a constant rate, the tutorial's
-    ["--optimizer", "adam", "--schedule", "one-cycle", "--learning-rate", "0.003",
-     "--label-smoothing", "0.1"],
-], ids=["sgd", "adam-one-cycle"])
+@pytest.mark.parametrize(
+    "update",
+    [
+        [],  # plain SGD at a constant rate, the tutorial's
+        [
+            "--optimizer",
+            "adam",
+            "--schedule",
+            "one-cycle",
+            "--learning-rate",
+            "0.003",
+            "--label-smoothing",
+            "0.1",
+        ],
+    ],
+    ids=["sgd", "adam-one-cycle"],
+)
 def test_killed_runs_resume_without_losing_completed_work(real_mnist_dir, tmp_path, update):
     """Kill the trainer at random moments (checkpoints every 50 steps, so kills land in
     saves too), resume each time, and end with the bits of an uninterrupted run: the
     parameters and the optimizer's state."""
-    common = ["--data-dir", str(real_mnist_dir), "--hidden", "32,16", "--max-steps", "3000",
-              "--checkpoint-every", "50", "--no-tensorboard", "--quiet", *update]
+    common = [
+        "--data-dir",
+        str(real_mnist_dir),
+        "--hidden",
+        "32,16",
+        "--max-steps",
+        "3000",
+        "--checkpoint-every",
+        "50",
+        "--no-tensorboard",
+        "--quiet",
+        *update,
+    ]
 
     def start(train_dir, *extra):
-        return subprocess.Popen([sys.executable, "-m", "mnistc.train", *common,
-                                 "--train-dir", str(train_dir), *extra],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "mnistc.train", *common, "--train-dir", str(train_dir), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     reference = start(tmp_path / "reference")
     _, err = reference.communicate(timeout=600)
@@ -128,7 +177,8 @@ def test_killed_runs_resume_without_losing_completed_work(real_mnist_dir, tmp_pa
         assert after >= before, (before, after)
         if manager.has_checkpoints():
             step, tensors, meta = manager.restore_latest(
-                on_fallback=lambda path, error: pytest.fail(f"{path}: {error}"))
+                on_fallback=lambda path, error: pytest.fail(f"{path}: {error}")
+            )
             assert int(meta["global_step"]) == step
         if proc.returncode == 0:
             break

@@ -32,30 +32,49 @@ def positive_int(text):
 
 
 def add_threads_option(parser):
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="threads for the kernels (default: $OMP_NUM_THREADS, else "
-                             "all cores)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads for the kernels (default: $OMP_NUM_THREADS, else all cores)",
+    )
 
 
 def add_isa_option(parser):
     from .. import _kernels
 
-    parser.add_argument("--isa", choices=_kernels.ISA_NAMES, default=None,
-                        help="cap the CPU target (same as MNISTC_ISA)")
+    parser.add_argument(
+        "--isa",
+        choices=_kernels.ISA_NAMES,
+        default=None,
+        help="cap the CPU target (same as MNISTC_ISA)",
+    )
 
 
 def add_data_options(parser, with_dataset=True):
     """--dataset, --data-dir, --no-download (train, eval, predict)."""
     if with_dataset:
-        parser.add_argument("--dataset", choices=list(datasets.REGISTRY), default=None,
-                            help=f"which data set (default: {datasets.DEFAULT}; eval: the "
-                                 "checkpoint's)")
-    parser.add_argument("--data-dir", "--data_dir", "--input_data_dir", default=None,
-                        help="folder with the data set's IDX files (.gz or raw); default: "
-                             "$MNISTC_DATA_DIR (MNIST), else ./data/<dataset>, else "
-                             "~/.cache/mnistc/<dataset> (downloaded)")
-    parser.add_argument("--no-download", dest="download", action="store_false",
-                        help="never fetch missing data files")
+        parser.add_argument(
+            "--dataset",
+            choices=list(datasets.REGISTRY),
+            default=None,
+            help=f"which data set (default: {datasets.DEFAULT}; eval: the checkpoint's)",
+        )
+    parser.add_argument(
+        "--data-dir",
+        "--data_dir",
+        "--input_data_dir",
+        default=None,
+        help="folder with the data set's IDX files (.gz or raw); default: "
+        "$MNISTC_DATA_DIR (MNIST), else ./data/<dataset>, else "
+        "~/.cache/mnistc/<dataset> (downloaded)",
+    )
+    parser.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never fetch missing data files",
+    )
 
 
 def checkpoint_arg(text):
@@ -65,14 +84,22 @@ def checkpoint_arg(text):
 
 def add_checkpoint_options(parser):
     """--train-dir and --checkpoint (eval, predict, export, plot)."""
-    parser.add_argument("--train-dir", "--train_dir", "--log_dir",
-                        default=TrainConfig.train_dir,
-                        help="the training run's folder; its newest readable checkpoint "
-                             f"is used (default: {TrainConfig.train_dir})")
-    parser.add_argument("--checkpoint", type=checkpoint_arg, default=None,
-                        metavar="STEP_OR_FILE",
-                        help="a step of --train-dir, or a checkpoint file (a relative name "
-                             "is looked for in the working directory, then in --train-dir)")
+    parser.add_argument(
+        "--train-dir",
+        "--train_dir",
+        "--log_dir",
+        default=TrainConfig.train_dir,
+        help="the training run's folder; its newest readable checkpoint "
+        f"is used (default: {TrainConfig.train_dir})",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=checkpoint_arg,
+        default=None,
+        metavar="STEP_OR_FILE",
+        help="a step of --train-dir, or a checkpoint file (a relative name "
+        "is looked for in the working directory, then in --train-dir)",
+    )
 
 
 def load_from_args(args):

@@ -22,22 +22,38 @@ TITLES = {"train": "Training", "validation": "Validation", "test": "Test"}
 
 
 def build_parser():
-    p = _common.Parser(prog="mnistc.eval", description=__doc__.split("\n\n")[0],
-                       epilog=evaluation.__doc__.split("\n\n", 1)[1],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _common.Parser(
+        prog="mnistc.eval",
+        description=__doc__.split("\n\n")[0],
+        epilog=evaluation.__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common.add_checkpoint_options(p)
-    p.add_argument("--split", choices=SPLITS, default="test",
-                   help="which split to evaluate (default: test)")
+    p.add_argument(
+        "--split", choices=SPLITS, default="test", help="which split to evaluate (default: test)"
+    )
     _common.add_data_options(p)
-    p.add_argument("--fake-data", "--fake_data", action="store_true",
-                   help="evaluate on the tutorial's constant fake data")
-    p.add_argument("--validation-size", "--validation_size", type=int, default=None,
-                   help="training examples held out for validation (default: the "
-                        "checkpoint's run setting, so the split is formed as in training)")
+    p.add_argument(
+        "--fake-data",
+        "--fake_data",
+        action="store_true",
+        help="evaluate on the tutorial's constant fake data",
+    )
+    p.add_argument(
+        "--validation-size",
+        "--validation_size",
+        type=int,
+        default=None,
+        help="training examples held out for validation (default: the "
+        "checkpoint's run setting, so the split is formed as in training)",
+    )
     _common.add_threads_option(p)
     _common.add_isa_option(p)
-    p.add_argument("--json", action="store_true",
-                   help="print the result as one JSON object instead of the text report")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON object instead of the text report",
+    )
     return p
 
 
@@ -48,12 +64,19 @@ def run_eval(args):
     model = _common.load_from_args(args)
     meta = model.meta
     if args.dataset is not None and args.dataset != meta.dataset:
-        raise CheckpointError(f"{model.checkpoint_path}: was trained on {meta.dataset}, not "
-                              f"{args.dataset}; evaluate it on its own data set")
+        raise CheckpointError(
+            f"{model.checkpoint_path}: was trained on {meta.dataset}, not "
+            f"{args.dataset}; evaluate it on its own data set"
+        )
     validation_size = meta.validation_size if args.validation_size is None else args.validation_size
-    sets = data.read_data_sets(args.data_dir, fake_data=args.fake_data,
-                               validation_size=validation_size, rng=np.random.default_rng(0),
-                               download=args.download, dataset=meta.dataset)
+    sets = data.read_data_sets(
+        args.data_dir,
+        fake_data=args.fake_data,
+        validation_size=validation_size,
+        rng=np.random.default_rng(0),
+        download=args.download,
+        dataset=meta.dataset,
+    )
     return model, evaluate(model, getattr(sets, args.split), runtime.resolve_threads(args.threads))
 
 
@@ -64,13 +87,20 @@ def main(argv=None):
     def command():
         model, result = run_eval(args)
         if args.json:
-            out = dict(result, confusion=result["confusion"].tolist(), split=args.split,
-                       checkpoint=str(model.checkpoint_path), global_step=model.global_step,
-                       dataset=model.meta.dataset, class_names=list(model.class_names))
+            out = dict(
+                result,
+                confusion=result["confusion"].tolist(),
+                split=args.split,
+                checkpoint=str(model.checkpoint_path),
+                global_step=model.global_step,
+                dataset=model.meta.dataset,
+                class_names=list(model.class_names),
+            )
             print(json.dumps(out))
             return
-        print(f"Checkpoint {model.checkpoint_path} (step {model.global_step}, "
-              f"{model.meta.dataset})")
+        print(
+            f"Checkpoint {model.checkpoint_path} (step {model.global_step}, {model.meta.dataset})"
+        )
         print(f"{TITLES[args.split]} Data Eval:")
         for line in format_report(result, model.class_names):
             print(line)
