@@ -730,7 +730,9 @@ cdef class MLPKernel:
     cdef readonly tuple layer_sizes
     cdef readonly Py_ssize_t n_classes
     cdef readonly Py_ssize_t batch_size
-    cdef list _keep
+    # The arrays the C structs point into, kept alive here.
+    cdef tuple _weights, _biases, _activations, _gradients
+    cdef object _inputs, _labels, _row_loss
 
     def __cinit__(self):
         self.sizes = NULL
@@ -766,7 +768,9 @@ cdef class MLPKernel:
         row_loss = np.zeros(batch_size, np.float32)
         acts = [np.zeros((batch_size, sizes[l + 1]), np.float32) for l in range(n_layers)]
         grads = [np.zeros((batch_size, sizes[l + 1]), np.float32) for l in range(n_layers)]
-        self._keep = [list(weights), list(biases), inputs, labels, row_loss, acts, grads]
+        self._weights, self._biases = tuple(weights), tuple(biases)
+        self._inputs, self._labels, self._row_loss = inputs, labels, row_loss
+        self._activations, self._gradients = tuple(acts), tuple(grads)
 
         self.sizes = <int64_t *>calloc(n_layers + 1, sizeof(int64_t))
         self.wptr = <float **>calloc(n_layers, sizeof(float *))
@@ -834,7 +838,7 @@ cdef class MLPKernel:
         cdef char *start = cnp.PyArray_BYTES(block)
         cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(block), offset, end = 0
         pieces = []
-        for l, (w, b) in enumerate(zip(self._keep[0], self._keep[1])):
+        for l, (w, b) in enumerate(zip(self._weights, self._biases)):
             for name, arr in ((f"weights[{l}]", w), (f"biases[{l}]", b)):
                 offset = cnp.PyArray_BYTES(<cnp.ndarray>arr) - start
                 if offset < 0 or offset + cnp.PyArray_NBYTES(<cnp.ndarray>arr) > nbytes:
@@ -871,12 +875,12 @@ cdef class MLPKernel:
     @property
     def activations(self):
         """The scratch activations of the last call (the last entry holds logits)."""
-        return tuple(self._keep[5])
+        return self._activations
 
     @property
     def gradients(self):
         """dLoss/dZ of each layer from the last train_step."""
-        return tuple(self._keep[6])
+        return self._gradients
 
     def train_step(self, images, labels, idx, double lr, float scale=1.0 / 255.0,
                    n_threads=None, *, label_smoothing=0.0):
