@@ -122,6 +122,10 @@ cdef extern from "stdlib.h" nogil:
 # ----------------------------------------------------------------------------------
 # Targets and threads
 
+# uint8 pixel -> float32 input: a multiply by 1/255 rounded to float32, as TensorFlow's
+# astype(float32) * (1/255); the default `scale` of the kernels that read images.
+PIXEL_SCALE = 1.0 / 255.0
+
 ISA_NAMES = tuple(mnc_isa_name(<mnc_isa>i).decode() for i in range(MNC_ISA_COUNT))
 """The CPU targets, most portable first: the values of MNISTC_ISA and set_isa."""
 
@@ -477,7 +481,7 @@ def in_top_k(logits, labels, k=1, n_threads=None):
     return int(hits), correct.astype(bool)
 
 
-def gather_scale(images, labels, idx, float scale=1.0 / 255.0, n_threads=None):
+def gather_scale(images, labels, idx, float scale=PIXEL_SCALE, n_threads=None):
     """(x, y): x = images[idx] * scale as float32 [len(idx), d], y = labels[idx] as int32."""
     _check_dataset(images, labels)
     cdef cnp.ndarray im = <cnp.ndarray>images, lab = <cnp.ndarray>labels
@@ -882,7 +886,7 @@ cdef class MLPKernel:
         """dLoss/dZ of each layer from the last train_step."""
         return self._gradients
 
-    def train_step(self, images, labels, idx, double lr, float scale=1.0 / 255.0,
+    def train_step(self, images, labels, idx, double lr, float scale=PIXEL_SCALE,
                    n_threads=None, *, label_smoothing=0.0):
         """One training step at learning rate lr on rows idx of (images, labels), with the
         optimizer set_optimizer chose (plain SGD by default) and the loss smoothed by
@@ -918,7 +922,7 @@ cdef class MLPKernel:
         return loss
 
     def evaluate(self, images, labels=None, Py_ssize_t k=1, logits=None,
-                 float scale=1.0 / 255.0, n_threads=None):
+                 float scale=PIXEL_SCALE, n_threads=None):
         """Number of rows of (images, labels) whose label is in the top k (TF tie rule),
         over the whole set (no remainder dropped); 0 when labels is None. Writes the
         logits into `logits` ([N, classes] float32) when given."""

@@ -15,7 +15,7 @@ import numpy as np
 from . import _kernels
 from .optim import Optimizer
 
-PIXEL_SCALE = 1.0 / 255.0  # applied as float32, like TF's astype(float32) * (1/255)
+PIXEL_SCALE = _kernels.PIXEL_SCALE  # the model's input transform (see _kernels)
 # float32 values held per batch row and per unit of every layer (the input included): the
 # activations and their gradients (mnistc.h's mnc_mlp_buffers) and one evaluation
 # thread's forward scratch.
