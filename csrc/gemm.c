@@ -42,14 +42,16 @@
 #define KC MNC_GEMM_KC
 
 // A thread gets at least MNC_GEMM_MIN_FLOPS_PER_THREAD flops (2·m·n·k) per call. Starting
-// a team costs about a microsecond while its workers spin and tens of microseconds once
+// a team costs one to two microseconds while its workers spin and tens of microseconds once
 // they sleep (after a millisecond or two idle), so below it a second thread saves less
-// than it costs. The small model's 0.8-2.1 MFLOP GEMMs stay on one thread; its >= 6.5
-// MFLOP ones get two. (Inside a region that already runs, mlp.c asks for much less.)
+// than it costs: 1 MFLOP is ~10 us on one core. The small model's 0.06-0.8 MFLOP GEMMs
+// stay on one thread; its >= 2 MFLOP ones get two. (Inside a region that already runs,
+// mlp.c asks for much less.)
 
-// The row path (m == 1) runs at the speed B streams from memory, about a tenth of the
-// tile kernels' rate, so the same time per thread is a tenth of the flops.
-#define ROW_FLOPS_DIVISOR 10
+// The row path (m == 1) runs at the speed B streams from memory, a tenth or less of the
+// tile kernels' rate, so a part needs fewer flops; a fifth keeps 0.2 MFLOP calls (batch-1
+// 784x128) on one thread.
+#define ROW_FLOPS_DIVISOR 5
 
 // An untransposed B is read in place while one KC block of it fits in this many bytes (it
 // then stays in L2 across all row tiles, next to the streaming A and C, e.g. the 401 KB

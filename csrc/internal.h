@@ -131,7 +131,7 @@ void mnc_gemm_execute(const mnc_gemm_plan *g);
 // NULL when that cannot be had (see mnc_gemm_test_pack_limit).
 float *mnc_gemm_buffer(size_t floats);
 // The flops per thread below which mnc_sgemm_f32 keeps a GEMM on one thread.
-#define MNC_GEMM_MIN_FLOPS_PER_THREAD 2000000
+#define MNC_GEMM_MIN_FLOPS_PER_THREAD 1000000
 
 // Tests only (tests/test_gemm.py, through ctypes): caps gemm.c's packing buffer at
 // `floats` (SIZE_MAX: no cap) and frees the calling thread's, so that a GEMM needing more
