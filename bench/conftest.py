@@ -87,10 +87,12 @@ def pytest_terminal_summary(terminalreporter, config):
         i = b.extra_info
         if i.get("tutorial_run"):
             write("")
-            write(f"tutorial run ({i['threads']} threads), whole processes, best / median: "
-                  f"mnistc {b.stats.min:.2f} / {b.stats.median:.2f} s, NumPy "
-                  f"{i['numpy_best']:.2f} / {i['numpy_median']:.2f} s: NumPy's multiple "
-                  f"{i['numpy_median'] / b.stats.median:.2f}")
+            write(
+                f"tutorial run ({i['threads']} threads), whole processes, best / median: "
+                f"mnistc {b.stats.min:.2f} / {b.stats.median:.2f} s, NumPy "
+                f"{i['numpy_best']:.2f} / {i['numpy_median']:.2f} s: NumPy's multiple "
+                f"{i['numpy_median'] / b.stats.median:.2f}"
+            )
     rows = {}
     for b in benches:
         i = b.extra_info
