@@ -19,13 +19,10 @@ static inline int mnc_thread_num(void) {
 #endif
 }
 
-// Ask for the cache line holding p (a hint: never faults, whatever p is), into every
-// cache level (MNC_PREFETCH) or into L2 and beyond (MNC_PREFETCH_L2).
+// Ask for the cache line holding p into L2 (a hint: never faults, whatever p is).
 #if defined(__GNUC__)
-#define MNC_PREFETCH(p) __builtin_prefetch(p)
 #define MNC_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #else
-#define MNC_PREFETCH(p) ((void)(p))
 #define MNC_PREFETCH_L2(p) ((void)(p))
 #endif
 
