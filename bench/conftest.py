@@ -83,6 +83,16 @@ def pytest_terminal_summary(terminalreporter, config):
                 f"{i['net']:6s} {i['impl']:7s} {i['threads']}t  {b.stats.min * 1e6:9.0f}  "
                 f"{b.stats.median * 1e6:9.0f}  {i['gflops']:7.1f}  {i['pct_of_peak']:8.1f}%"
             )
+    for b in benches:
+        i = b.extra_info
+        if i.get("tutorial_run"):
+            write("")
+            write(
+                f"tutorial run ({i['threads']} threads), whole processes, best / median: "
+                f"mnistc {b.stats.min:.2f} / {b.stats.median:.2f} s, NumPy "
+                f"{i['numpy_best']:.2f} / {i['numpy_median']:.2f} s: NumPy's multiple "
+                f"{i['numpy_median'] / b.stats.median:.2f}"
+            )
     rows = {}
     for b in benches:
         i = b.extra_info

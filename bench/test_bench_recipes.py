@@ -3,10 +3,10 @@
 `python -m mnistc.train --recipe fast` against the same recipe in PyTorch
 (bench/torch_recipe.py, whose defaults are that recipe: same net, optimizer, schedule,
 label smoothing, batch size and epochs, the same evaluations), alternating A B A B in
-one test so that a burst of load on the shared host lands on both, at 2 threads; and the
-tutorial's default run. Each row records the median whole-process time, the peak
-resident memory of the process (VmHWM at exit) and the test precision it printed; the
-PyTorch row also the ratio. With --benchmark-disable (CI) each runs once, as a test.
+one test so that a burst of load on the shared host lands on both, at 2 threads (the
+tutorial's run against NumPy's is test_bench_tutorial.py). The row records the median whole-process time, the peak
+resident memory of the process (VmHWM at exit) and the test precision it printed; and
+PyTorch's multiple. With --benchmark-disable (CI) each runs once, as a test.
 
     pytest bench/test_bench_recipes.py                  # 5 alternating rounds
     MNISTC_BENCH_ROUNDS=9 pytest bench/test_bench_recipes.py
@@ -118,20 +118,3 @@ def test_fast_recipe_against_pytorch(benchmark, tmp_path):
         record(benchmark, "pytorch", theirs)
         benchmark.extra_info["pytorch_over_mnistc"] = (
             statistics.median(t[0] for t in theirs) / statistics.median(o[0] for o in ours))
-
-
-@pytest.mark.benchmark(group="time-to-accuracy")
-def test_tutorial_run(benchmark, tmp_path):
-    """The tutorial's default run (python -m mnistc.train), start to exit, 2 threads."""
-    data_dir = mnist_dir()
-    runs = []
-
-    def one_round():
-        runs.append(whole_process(["mnistc.train", "--threads", str(THREADS), "--data-dir",
-                                   str(data_dir), "--train-dir", str(tmp_path / "run"),
-                                   "--overwrite"]))
-        return runs[-1][0]
-
-    benchmark.pedantic(one_round, rounds=ROUNDS if benchmark.enabled else 1, iterations=1)
-    record(benchmark, "mnistc", runs)
-    assert benchmark.extra_info["mnistc_test_precision"] == [0.9013] * len(runs)

@@ -41,15 +41,17 @@
 
 #define KC MNC_GEMM_KC
 
-// A thread gets at least this many flops (2·m·n·k). Starting a team costs about a
-// microsecond while its workers spin and tens of microseconds once they sleep (after a
-// millisecond or two idle), so below this a second thread saves less than it costs. The
-// small model's 0.8-2.1 MFLOP GEMMs stay on one thread; its >= 6.5 MFLOP ones get two.
-#define MIN_FLOPS_PER_THREAD 2000000
+// A thread gets at least MNC_GEMM_MIN_FLOPS_PER_THREAD flops (2·m·n·k) per call. Starting
+// a team costs one to two microseconds while its workers spin and tens of microseconds once
+// they sleep (after a millisecond or two idle), so below it a second thread saves less
+// than it costs: 1 MFLOP is ~10 us on one core. The small model's 0.06-0.8 MFLOP GEMMs
+// stay on one thread; its >= 2 MFLOP ones get two. (Inside a region that already runs,
+// mlp.c asks for much less.)
 
-// The same for the row path (m == 1): it runs at the speed B streams from memory, about
-// a tenth of the tile kernels' rate, so the same time per thread is a tenth of the flops.
-#define ROW_MIN_FLOPS_PER_THREAD 200000
+// The row path (m == 1) runs at the speed B streams from memory, a tenth or less of the
+// tile kernels' rate, so a part needs fewer flops; a fifth keeps 0.2 MFLOP calls (batch-1
+// 784x128) on one thread.
+#define ROW_FLOPS_DIVISOR 5
 
 // An untransposed B is read in place while one KC block of it fits in this many bytes (it
 // then stays in L2 across all row tiles, next to the streaming A and C, e.g. the 401 KB
@@ -129,32 +131,11 @@ static const gemm_target *target_for(mnc_isa isa) {
     return &targets[i];
 }
 
-// One call's arguments, and how its tiles are laid out.
-typedef struct gemm_call {
-    const gemm_target *t;
-    int trans_a, trans_b;
-    int64_t m, n, k;
-    float alpha, beta;
-    const float *a, *b;
-    int64_t lda, ldb;
-    float *c;
-    int64_t ldc;
-    const mnc_epilogue *ep;
-    int b_packed;    // every B panel is packed (see the top), else only a partial last one
-    int64_t nc;      // columns per column block
-    int pack_a;      // copy each A tile to k-major form (PACK_A_LDA, PACK_A_ROWS_LDA)
-    int64_t kb;      // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
-    int64_t slot;    // floats of packing buffer per (virtual) thread: B panels, A tile
-    int64_t slot_b;  // the B panels' part of it
-    int row_path;    // m == 1: the target's row kernel (row_t for a transposed B)
-    int team;
-} gemm_call;
-
 static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
 static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // dst[p * NR + j] = op(B)(p0 + p, j0 + j) for p < kc, j < nr, and 0 for nr <= j < NR.
-static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0, int64_t kc,
+static void pack_b_panel(float *dst, int nr_tile, const mnc_gemm_plan *g, int64_t p0, int64_t kc,
                          int64_t j0, int nr) {
     if (!g->trans_b) {
         for (int64_t p = 0; p < kc; p++) {
@@ -179,7 +160,7 @@ static void pack_b_panel(float *dst, int nr_tile, const gemm_call *g, int64_t p0
 
 // Columns [j0, j1) of op(B) rows [p0, p0 + kc) as consecutive panels kc * NR floats apart,
 // through the target's packer when it has one.
-static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc, int64_t j0,
+static void pack_b_panels(float *dst, const mnc_gemm_plan *g, int64_t p0, int64_t kc, int64_t j0,
                           int64_t j1) {
     const int nr_tile = g->t->nr;
     mnc_gemm_pack_b *pack = g->trans_b ? g->t->pack_bt : g->t->pack_b;
@@ -197,7 +178,7 @@ static void pack_b_panels(float *dst, const gemm_call *g, int64_t p0, int64_t kc
 // Transposed, it is a copy of mr contiguous floats per k, and it turns kc rows that may be
 // 4 KiB apart (L1 set conflicts, a TLB entry each) into one contiguous stream;
 // untransposed, the target's packer transposes mr rows.
-static void pack_a_tile(float *dst, int mr_tile, const gemm_call *g, int64_t p0, int64_t kc,
+static void pack_a_tile(float *dst, int mr_tile, const mnc_gemm_plan *g, int64_t p0, int64_t kc,
                         int64_t i0, int mr) {
     const int64_t lda = g->lda;
     if (!g->trans_a) {
@@ -254,7 +235,7 @@ static int64_t panels_per_part(int64_t panels, int64_t row_tiles, int team, int 
 // The tiles of virtual thread `part` of g->team: in every column block, a contiguous range
 // of row tiles (all panels) or of B panels (all row tiles), as split_panels says. Which
 // tiles a thread gets never changes how a tile is computed.
-static void gemm_part(const gemm_call *g, float *buf, int part) {
+static void gemm_part(const mnc_gemm_plan *g, float *buf, int part) {
     const gemm_target *t = g->t;
     const int mr_tile = t->mr, nr_tile = t->nr;
     const int64_t row_tiles = ceil_div(g->m, mr_tile);
@@ -308,8 +289,8 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
                         float *c = g->c + i * g->ldc + j;
                         const mnc_uk_epilogue *tile_ep = NULL;
                         mnc_uk_epilogue here;
-                        if (last && g->ep != NULL) {
-                            const mnc_epilogue *ep = g->ep;
+                        if (last && g->has_ep) {
+                            const mnc_epilogue *ep = &g->ep;
                             here = (mnc_uk_epilogue){
                                 .bias = ep->bias != NULL ? ep->bias + j : NULL,
                                 .relu = ep->relu,
@@ -330,7 +311,7 @@ static void gemm_part(const gemm_call *g, float *buf, int part) {
 
 // The row path (m == 1): part `part` of g->team takes a contiguous range of columns, in
 // 16-float units so that no two parts share a cache line of C.
-static void gemm_row_part(const gemm_call *g, int part) {
+static void gemm_row_part(const mnc_gemm_plan *g, int part) {
     int64_t units = ceil_div(g->n, 16);
     int64_t j0 = units * part / g->team * 16;
     int64_t j1 = min64(units * (part + 1) / g->team * 16, g->n);
@@ -344,7 +325,7 @@ static void gemm_row_part(const gemm_call *g, int part) {
             g->c + j0);
         pc += kc;
     } while (pc < g->k);
-    if (g->ep != NULL) epilogue_tile(g->ep, g->c, g->ldc, 0, j0, 1, (int)(j1 - j0));
+    if (g->has_ep) epilogue_tile(&g->ep, g->c, g->ldc, 0, j0, 1, (int)(j1 - j0));
 }
 
 // The packing buffer of the calling thread, shared out to its team: 64-byte aligned,
@@ -353,7 +334,7 @@ static THREAD_LOCAL void *pack_raw;
 static THREAD_LOCAL float *pack_mem;
 static THREAD_LOCAL size_t pack_cap;
 
-// The most floats pack_buffer may allocate, and how many calls took gemm_unbuffered;
+// The most floats mnc_gemm_buffer may allocate, and how many calls took gemm_unbuffered;
 // only tests look (mnc_gemm_test_pack_limit in internal.h).
 static size_t pack_limit = SIZE_MAX;
 static size_t unbuffered_calls;
@@ -366,7 +347,7 @@ size_t mnc_gemm_test_pack_limit(size_t floats) {
     return calls;
 }
 
-static float *pack_buffer(size_t floats) {
+float *mnc_gemm_buffer(size_t floats) {
     if (floats <= pack_cap) return pack_mem;
     if (floats > pack_limit) return NULL;
     void *raw = malloc(floats * sizeof(float) + 64);
@@ -380,7 +361,7 @@ static float *pack_buffer(size_t floats) {
 
 // The same arithmetic one element at a time, for when the packing buffer cannot be had:
 // the same chains and roundings, so the same bits as the tiled path.
-static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
+static void gemm_unbuffered(const mnc_gemm_plan *g, int hardware_fma) {
     unbuffered_calls++;
     for (int64_t i = 0; i < g->m; i++) {
         for (int64_t j = 0; j < g->n; j++) {
@@ -401,93 +382,96 @@ static void gemm_unbuffered(const gemm_call *g, int hardware_fma) {
             } while (pc < g->k);
         }
     }
-    if (g->ep != NULL)
-        for (int64_t i = 0; i < g->m; i++) epilogue_tile(g->ep, g->c, g->ldc, i, 0, 1, (int)g->n);
+    if (g->has_ep)
+        for (int64_t i = 0; i < g->m; i++) epilogue_tile(&g->ep, g->c, g->ldc, i, 0, 1, (int)g->n);
 }
 
-void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                   int64_t ldc, const mnc_epilogue *ep, int n_threads) {
-    if (m <= 0 || n <= 0) return;
+int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                       float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                       float beta, float *c, int64_t ldc, const mnc_epilogue *ep, int n_threads,
+                       int64_t min_flops) {
+    if (m <= 0 || n <= 0) return -1;
     if (k < 0) k = 0;
-    mnc_isa isa = mnc_isa_active();
-    gemm_call g = {.t = target_for(isa),
-                   .trans_a = trans_a != 0,
-                   .trans_b = trans_b != 0,
-                   .m = m,
-                   .n = n,
-                   .k = k,
-                   .alpha = alpha,
-                   .beta = beta,
-                   .a = a,
-                   .b = b,
-                   .lda = lda,
-                   .ldb = ldb,
-                   .c = c,
-                   .ldc = ldc,
-                   .ep = ep,
-                   .nc = n,
-                   .team = 1};
-    if (ep != NULL && ep->bias == NULL && !ep->relu && ep->relu_mask == NULL) g.ep = NULL;
-    float *buf = NULL;
-    if (m == 1 && (g.trans_b ? g.t->row_t : g.t->row) != NULL) {
-        g.row_path = 1;
-        g.team = mnc_team_size(n_threads, 2 * n * k, ROW_MIN_FLOPS_PER_THREAD);
-        if (g.team > ceil_div(n, 16)) g.team = (int)ceil_div(n, 16);
-    } else {
-        const int64_t mr = g.t->mr, nr = g.t->nr;
-        g.b_packed =
-            g.trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
-                                     ldb >= DIRECT_B_MAX_LDB));
-        g.kb = k > SPLIT_KB ? SPLIT_KB : 0;
-        if (g.b_packed) {
-            // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
-            int64_t depth = g.kb > 0 && beta == 0.0f && k <= KC ? g.kb : min64(KC, k);
-            int64_t nc = PACK_B_BYTES / (depth * 4) / nr * nr;
-            g.nc = min64(nc > g.t->nc ? nc : g.t->nc, n);
-        }
-
-        double flops = 2.0 * (double)m * (double)n * (double)k;
-        int64_t panels = ceil_div(g.nc, nr), row_tiles = ceil_div(m, mr);
-        int64_t tiles = panels > row_tiles ? panels : row_tiles;
-        int64_t work = flops > 9e18 ? INT64_MAX : (int64_t)flops;
-        g.team = mnc_team_size(n_threads, work, MIN_FLOPS_PER_THREAD);
-        if (g.team > tiles) g.team = (int)tiles;
-
-        int64_t kc = min64(KC, k);
-        int64_t slot_panels = 0;
-        if (g.b_packed) {  // the most panels one part packs, in a full or the last block
-            int64_t last = ceil_div(n - (ceil_div(n, g.nc) - 1) * g.nc, nr);
-            slot_panels = panels_per_part(panels, row_tiles, g.team, 1);
-            if (panels_per_part(last, row_tiles, g.team, 1) > slot_panels)
-                slot_panels = panels_per_part(last, row_tiles, g.team, 1);
-        } else if (n % nr != 0) {
-            slot_panels = 1;
-        }
-        g.pack_a =
-            g.trans_a ? lda % PACK_A_LDA == 0 : g.t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
-        g.slot_b = kc * nr * slot_panels;
-        g.slot = g.slot_b + (g.pack_a ? kc * mr : 0);
-        if (g.slot > 0) {
-            buf = pack_buffer((size_t)(g.slot * g.team));
-            if (buf == NULL) {
-#ifdef FP_FAST_FMAF
-                gemm_unbuffered(&g, 1);
-#else
-                gemm_unbuffered(&g, isa != MNC_ISA_GENERIC);
-#endif
-                return;
-            }
-        }
+    *g = (mnc_gemm_plan){.t = target_for(mnc_isa_active()),
+                         .trans_a = trans_a != 0,
+                         .trans_b = trans_b != 0,
+                         .m = m,
+                         .n = n,
+                         .k = k,
+                         .alpha = alpha,
+                         .beta = beta,
+                         .a = a,
+                         .b = b,
+                         .lda = lda,
+                         .ldb = ldb,
+                         .c = c,
+                         .ldc = ldc,
+                         .nc = n,
+                         .team = 1};
+    if (ep != NULL && (ep->bias != NULL || ep->relu || ep->relu_mask != NULL))
+        g->has_ep = 1, g->ep = *ep;
+    if (m == 1 && (g->trans_b ? g->t->row_t : g->t->row) != NULL) {
+        g->row_path = 1;
+        g->team = mnc_team_size(n_threads, 2 * n * k, min_flops / ROW_FLOPS_DIVISOR);
+        if (g->team > ceil_div(n, 16)) g->team = (int)ceil_div(n, 16);
+        return 0;
+    }
+    const int64_t mr = g->t->mr, nr = g->t->nr;
+    g->b_packed =
+        g->trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
+                                  ldb >= DIRECT_B_MAX_LDB));
+    g->kb = k > SPLIT_KB ? SPLIT_KB : 0;
+    if (g->b_packed) {
+        // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
+        int64_t depth = g->kb > 0 && beta == 0.0f && k <= KC ? g->kb : min64(KC, k);
+        int64_t nc = PACK_B_BYTES / (depth * 4) / nr * nr;
+        g->nc = min64(nc > g->t->nc ? nc : g->t->nc, n);
     }
 
-    if (g.team == 1) {  // no parallel construct at all: even a disabled one has a cost
-        if (g.row_path) gemm_row_part(&g, 0);
-        else gemm_part(&g, buf, 0);
+    double flops = 2.0 * (double)m * (double)n * (double)k;
+    int64_t panels = ceil_div(g->nc, nr), row_tiles = ceil_div(m, mr);
+    int64_t tiles = panels > row_tiles ? panels : row_tiles;
+    int64_t work = flops > 9e18 ? INT64_MAX : (int64_t)flops;
+    g->team = mnc_team_size(n_threads, work, min_flops);
+    if (g->team > tiles) g->team = (int)tiles;
+
+    int64_t kc = min64(KC, k);
+    int64_t slot_panels = 0;
+    if (g->b_packed) {  // the most panels one part packs, in a full or the last block
+        int64_t last = ceil_div(n - (ceil_div(n, g->nc) - 1) * g->nc, nr);
+        slot_panels = panels_per_part(panels, row_tiles, g->team, 1);
+        if (panels_per_part(last, row_tiles, g->team, 1) > slot_panels)
+            slot_panels = panels_per_part(last, row_tiles, g->team, 1);
+    } else if (n % nr != 0) {
+        slot_panels = 1;
+    }
+    g->pack_a =
+        g->trans_a ? lda % PACK_A_LDA == 0 : g->t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
+    g->slot_b = kc * nr * slot_panels;
+    g->slot = g->slot_b + (g->pack_a ? kc * mr : 0);
+    return 0;
+}
+
+void mnc_gemm_run(const mnc_gemm_plan *g, float *buf, int part) {
+    if (g->row_path) gemm_row_part(g, part);
+    else gemm_part(g, buf, part);
+}
+
+void mnc_gemm_execute(const mnc_gemm_plan *g) {
+    float *buf = NULL;
+    if (g->slot > 0 && (buf = mnc_gemm_buffer((size_t)(g->slot * g->team))) == NULL) {
+#ifdef FP_FAST_FMAF
+        gemm_unbuffered(g, 1);
+#else
+        gemm_unbuffered(g, g->t != &targets[MNC_ISA_GENERIC]);
+#endif
         return;
     }
-    const gemm_call *gp = &g;
-#pragma omp parallel num_threads(g.team)
+    if (g->team == 1) {  // no parallel construct at all: even a disabled one has a cost
+        mnc_gemm_run(g, buf, 0);
+        return;
+    }
+#pragma omp parallel num_threads(g->team)
     {
         int tid = 0, got = 1;
 #ifdef _OPENMP
@@ -495,9 +479,16 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, fl
         got = omp_get_num_threads();
 #endif
         // If the runtime gave fewer threads than asked, each runs several parts in turn.
-        for (int part = tid; part < gp->team; part += got) {
-            if (gp->row_path) gemm_row_part(gp, part);
-            else gemm_part(gp, buf == NULL ? NULL : buf + part * gp->slot, part);
-        }
+        for (int part = tid; part < g->team; part += got)
+            mnc_gemm_run(g, buf == NULL ? NULL : buf + part * g->slot, part);
     }
+}
+
+void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                   int64_t ldc, const mnc_epilogue *ep, int n_threads) {
+    mnc_gemm_plan g;
+    if (mnc_gemm_plan_init(&g, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep,
+                           n_threads, MNC_GEMM_MIN_FLOPS_PER_THREAD) == 0)
+        mnc_gemm_execute(&g);
 }

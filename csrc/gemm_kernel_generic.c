@@ -37,7 +37,7 @@
 #endif
 
 // A(r, p): rows_a != 0 reads a row-major A (a[r * rs_a + p]), else a[p * cs_a + r].
-#define A_AT(r) (rows_a ? a[(r)*rs_a + p] : a[p * cs_a + (r)])
+#define A_AT(r) (rows_a ? a[(r) * rs_a + p] : a[p * cs_a + (r)])
 
 ALWAYS_INLINE void tile(const int rows, const int rows_a, int64_t k, int nr, float alpha,
                         const float *a, int64_t rs_a, int64_t cs_a, const float *b, int64_t rs_b,
@@ -108,8 +108,7 @@ KERNEL_OPTIONS void mnc_gemm_ukernel_generic(int64_t k, int mr, int nr, float al
 // compiler) and converges to 1, never denormal.
 #if defined(__GNUC__)
 typedef float lanes4 __attribute__((vector_size(16)));
-#define LANES4(v) \
-    { (v), (v), (v), (v) }
+#define LANES4(v) {(v), (v), (v), (v)}
 #else
 typedef float lanes4;
 #define LANES4(v) (v)

@@ -7,74 +7,242 @@
 
 // Forward pass of rows [0, m) already gathered into buf->input; logits end up in
 // buf->activations[n_layers - 1].
-static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m,
-                    int n_threads) {
+static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, int n_threads) {
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
         int64_t k = net->sizes[l], n = net->sizes[l + 1];
         // Bias and ReLU ride in the GEMM's epilogue: no second pass over the activations.
         mnc_epilogue ep = {net->biases[l], l + 1 < net->n_layers, NULL, 0};
-        mnc_sgemm_f32(0, 0, m, n, k, 1.0f, x, k, net->weights[l], n, 0.0f,
-                      buf->activations[l], n, &ep, n_threads);
+        mnc_sgemm_f32(0, 0, m, n, k, 1.0f, x, k, net->weights[l], n, 0.0f, buf->activations[l], n,
+                      &ep, n_threads);
         x = buf->activations[l];
     }
 }
 
-int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
-                       const uint8_t *images, const uint8_t *labels, const int32_t *idx,
-                       int64_t m, int64_t image_size, float scale, float label_smoothing,
-                       const mnc_mlp_optimizer *opt, double lr, int64_t step, double *loss,
-                       int n_threads) {
-    int last = net->n_layers - 1;
-    int64_t classes = net->sizes[net->n_layers];
-    mnc_gather_scale_u8(buf->input, buf->labels, images, labels, idx, m, image_size, scale,
-                        n_threads);
-    for (int64_t b = 0; b < m; b++)
-        if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
-    forward(net, buf, m, n_threads);
-    mnc_softmax_xent_f32(buf->grads[last], buf->row_loss, loss, buf->activations[last],
-                         buf->labels, m, classes, 1.0f / (float)m, label_smoothing, n_threads);
-    for (int l = last; l >= 0; l--) {
-        int64_t k = net->sizes[l], n = net->sizes[l + 1];
-        const float *layer_input = l > 0 ? buf->activations[l - 1] : buf->input;
-        if (l > 0) {
-            // dZ_{l-1} = (dZ_l W_lᵀ) ⊙ [H_{l-1} > 0], from the weights before their update.
-            mnc_epilogue ep = {NULL, 0, buf->activations[l - 1], k};
-            mnc_sgemm_f32(0, 1, m, k, n, 1.0f, buf->grads[l], n, net->weights[l], n, 0.0f,
-                          buf->grads[l - 1], k, &ep, n_threads);
-        }
-        if (opt == NULL) {
-            // W_l -= lr * H_{l-1}ᵀ dZ_l: the batch is the GEMM's reduction, so the update
-            // is the GEMM's beta = 1 and dW is never stored.
-            mnc_sgemm_f32(1, 0, k, n, m, -(float)lr, layer_input, k, buf->grads[l], n, 1.0f,
-                          net->weights[l], n, NULL, n_threads);
-            mnc_colsum_axpy_f32(net->biases[l], buf->grads[l], m, n, -(float)lr, 1.0f,
-                                n_threads);
-        } else {
-            float *dw = opt->grads + (net->weights[l] - opt->params);
-            float *db = opt->grads + (net->biases[l] - opt->params);
-            mnc_sgemm_f32(1, 0, k, n, m, 1.0f, layer_input, k, buf->grads[l], n, 0.0f, dw, n,
-                          NULL, n_threads);
-            mnc_colsum_axpy_f32(db, buf->grads[l], m, n, 1.0f, 0.0f, n_threads);
-        }
+// ---------------------------------------------------------------------------------
+// The training step. Every thread of one parallel region (or one thread, without a
+// region) walks the same list of phases, doing its parts of each kernel and meeting the
+// others at a barrier where a phase needs what the one before it wrote:
+//   gather | forward 0 | ... | forward L-1 | softmax |
+//   dx L-1, db L-1 | dw L-1, dx L-2, db L-2 | ... | dw 1, db 0 | dw 0 [| update]
+// dW_l runs a phase after dX_l because with plain SGD it updates W_l in place, which dX_l
+// must read first. A kernel's parts are the splits of gemm.c and nn.c, which never change
+// how an element is computed, so the step's bits do not depend on the thread count.
+
+// Work per part inside the region: a part costs a barrier (a fraction of a microsecond
+// while the team spins), not a team start, so far less than the kernels ask of a thread
+// on their own.
+enum { REGION_MIN_FLOPS = 200000, REGION_MIN_ELEMENTS = 8192 };
+
+typedef struct step_ctx {
+    const mnc_mlp *net;
+    const mnc_mlp_buffers *buf;
+    const uint8_t *images, *labels;
+    const int32_t *idx;
+    int64_t m, image_size;
+    float scale, lr, label_smoothing;
+    const mnc_mlp_optimizer *opt;  // NULL: fused SGD
+    mnc_optim_step os;
+    int threads;  // the walkers
+    float *pack;  // threads × pack_slot floats of GEMM packing buffer, or NULL
+    int64_t pack_slot;
+} step_ctx;
+
+static const float *layer_input(const step_ctx *s, int l) {
+    return l > 0 ? s->buf->activations[l - 1] : s->buf->input;
+}
+
+// The GEMMs of the step. Forward: bias and ReLU ride in the epilogue.
+static int plan_forward(mnc_gemm_plan *g, const step_ctx *s, int l) {
+    const mnc_mlp *net = s->net;
+    int64_t k = net->sizes[l], n = net->sizes[l + 1];
+    mnc_epilogue ep = {net->biases[l], l + 1 < net->n_layers, NULL, 0};
+    return mnc_gemm_plan_init(g, 0, 0, s->m, n, k, 1.0f, layer_input(s, l), k, net->weights[l], n,
+                              0.0f, s->buf->activations[l], n, &ep, s->threads, REGION_MIN_FLOPS);
+}
+
+// dZ_{l-1} = (dZ_l W_lᵀ) ⊙ [H_{l-1} > 0], from the weights before their update (l > 0).
+static int plan_dx(mnc_gemm_plan *g, const step_ctx *s, int l) {
+    const mnc_mlp *net = s->net;
+    int64_t k = net->sizes[l], n = net->sizes[l + 1];
+    mnc_epilogue ep = {NULL, 0, s->buf->activations[l - 1], k};
+    return mnc_gemm_plan_init(g, 0, 1, s->m, k, n, 1.0f, s->buf->grads[l], n, net->weights[l], n,
+                              0.0f, s->buf->grads[l - 1], k, &ep, s->threads, REGION_MIN_FLOPS);
+}
+
+// The weight gradient H_{l-1}ᵀ dZ_l (the batch is the reduction): with plain SGD the
+// update W_l -= lr·(it) as the GEMM's beta = 1, so dW is never stored; else into
+// opt->grads at W_l's offset.
+static int plan_dw(mnc_gemm_plan *g, const step_ctx *s, int l) {
+    const mnc_mlp *net = s->net;
+    int64_t k = net->sizes[l], n = net->sizes[l + 1];
+    float *c = net->weights[l], alpha = -s->lr, beta = 1.0f;
+    if (s->opt != NULL) c = s->opt->grads + (c - s->opt->params), alpha = 1.0f, beta = 0.0f;
+    return mnc_gemm_plan_init(g, 1, 0, k, n, s->m, alpha, layer_input(s, l), k, s->buf->grads[l], n,
+                              beta, c, n, NULL, s->threads, REGION_MIN_FLOPS);
+}
+
+// The parts of a kernel of `work` elements (or columns, in units of `unit`, of `total`).
+static int parts_for(const step_ctx *s, int64_t work, int64_t total, int64_t unit) {
+    int parts = mnc_team_size(s->threads, work, REGION_MIN_ELEMENTS);
+    int64_t units = (total + unit - 1) / unit;
+    return units < parts ? (int)(units > 0 ? units : 1) : parts;
+}
+
+// The first part of a kernel this thread runs: part p runs on thread (p + rotate) % T,
+// so that the one-part kernels of a phase land on different threads.
+static int first_part(int tid, int threads, int rotate) {
+    return ((tid - rotate) % threads + threads) % threads;
+}
+
+static void run_gemm(const step_ctx *s, const mnc_gemm_plan *g, int tid, int rotate) {
+    if (s->pack == NULL && g->slot > 0) {  // no buffer for the region: one walker, alone
+        mnc_gemm_execute(g);
+        return;
     }
-    if (opt != NULL)
-        mnc_optimizer_update_f32(&opt->settings, opt->params, opt->state0, opt->state1, NULL,
-                                 opt->grads, opt->n, lr, step, 0.0, n_threads);
+    float *buf = s->pack != NULL ? s->pack + tid * s->pack_slot : NULL;
+    for (int p = first_part(tid, s->threads, rotate); p < g->team; p += s->threads)
+        mnc_gemm_run(g, buf, p);
+}
+
+// Columns [j0, j1) of layer l's bias from dZ_l's column sums: with plain SGD b -= lr·sum,
+// else the sums into opt->grads at b's offset.
+static void bias_columns(const step_ctx *s, int l, int64_t j0, int64_t j1) {
+    int64_t n = s->net->sizes[l + 1];
+    float *b = s->net->biases[l];
+    if (s->opt == NULL) mnc_colsum_axpy_columns(b, s->buf->grads[l], s->m, n, -s->lr, 1.0f, j0, j1);
+    else
+        mnc_colsum_axpy_columns(s->opt->grads + (b - s->opt->params), s->buf->grads[l], s->m, n,
+                                1.0f, 0.0f, j0, j1);
+}
+
+static void run_bias(const step_ctx *s, int l, int tid, int rotate) {
+    int64_t n = s->net->sizes[l + 1];
+    int parts = parts_for(s, s->m * n, n, 16);
+    for (int p = first_part(tid, s->threads, rotate); p < parts; p += s->threads)
+        bias_columns(s, l, mnc_split(n, 16, p, parts), mnc_split(n, 16, p + 1, parts));
+}
+
+static void sync(const step_ctx *s) {
+    if (s->threads > 1) {
+#pragma omp barrier
+    }
+}
+
+// One walker's share of the step (thread tid of s->threads). Returns what
+// mnc_mlp_train_step returns; thread 0 also stores the loss.
+static int step_walk(const step_ctx *s, int tid, double *loss) {
+    const mnc_mlp *net = s->net;
+    const mnc_mlp_buffers *buf = s->buf;
+    const int last = net->n_layers - 1, T = s->threads;
+    const int64_t m = s->m, classes = net->sizes[net->n_layers];
+    mnc_gemm_plan g;
+
+    int parts = parts_for(s, m * s->image_size, m, 1);
+    for (int p = tid; p < parts; p += T)
+        mnc_gather_scale_rows(buf->input, buf->labels, s->images, s->labels, s->idx, s->image_size,
+                              s->scale, mnc_split(m, 1, p, parts), mnc_split(m, 1, p + 1, parts));
+    sync(s);
+    for (int64_t b = 0; b < m; b++)  // every walker finds the same
+        if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
+
+    for (int l = 0; l <= last; l++) {
+        if (plan_forward(&g, s, l) == 0) run_gemm(s, &g, tid, 0);
+        sync(s);
+    }
+    parts = parts_for(s, m * classes, m, 16);
+    for (int p = tid; p < parts; p += T)
+        mnc_softmax_xent_rows(buf->grads[last], buf->row_loss, buf->activations[last], buf->labels,
+                              classes, 1.0f / (float)m, s->label_smoothing,
+                              mnc_split(m, 16, p, parts), mnc_split(m, 16, p + 1, parts));
+    sync(s);
+    if (tid == 0) *loss = mnc_mean_loss(buf->row_loss, m);
+
+    for (int l = last; l >= -1; l--) {  // phase l: dw l+1, dx l, db l
+        int rotate = 0;
+        if (l + 1 <= last && plan_dw(&g, s, l + 1) == 0) run_gemm(s, &g, tid, rotate++);
+        if (l > 0 && plan_dx(&g, s, l) == 0) run_gemm(s, &g, tid, rotate++);
+        if (l >= 0) run_bias(s, l, tid, rotate);
+        sync(s);
+    }
+    if (s->opt != NULL) {
+        const mnc_mlp_optimizer *o = s->opt;
+        parts = parts_for(s, o->n, o->n, 16);
+        for (int p = tid; p < parts; p += T)
+            mnc_optim_update_part(&s->os, o->params, o->state0, o->state1, NULL, o->grads, o->n, p,
+                                  parts);
+    }
     return 0;
+}
+
+// The most packing buffer one part of any of the step's GEMMs needs, rounded up to whole
+// cache lines.
+static int64_t step_pack_slot(const step_ctx *s) {
+    int64_t most = 0;
+    mnc_gemm_plan g;
+    for (int l = 0; l < s->net->n_layers; l++) {
+        if (plan_forward(&g, s, l) == 0 && g.slot > most) most = g.slot;
+        if (l > 0 && plan_dx(&g, s, l) == 0 && g.slot > most) most = g.slot;
+        if (plan_dw(&g, s, l) == 0 && g.slot > most) most = g.slot;
+    }
+    return (most + 15) / 16 * 16;
+}
+
+int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
+                       const uint8_t *labels, const int32_t *idx, int64_t m, int64_t image_size,
+                       float scale, float label_smoothing, const mnc_mlp_optimizer *opt,
+                       double lr, int64_t step, double *loss, int n_threads) {
+    step_ctx s = {.net = net,
+                  .buf = buf,
+                  .images = images,
+                  .labels = labels,
+                  .idx = idx,
+                  .m = m,
+                  .image_size = image_size,
+                  .scale = scale,
+                  .lr = (float)lr,
+                  .label_smoothing = label_smoothing,
+                  .opt = opt};
+    if (opt != NULL) s.os = mnc_optim_prepare(&opt->settings, lr, step, 0.0);
+    // The step's threads: as many as its GEMMs would use at most on their own.
+    double flops = 0.0;
+    for (int l = 0; l < net->n_layers; l++)
+        flops += 6.0 * (double)m * (double)net->sizes[l] * (double)net->sizes[l + 1];
+    s.threads = mnc_team_size(n_threads, flops > 9e18 ? INT64_MAX : (int64_t)flops,
+                              MNC_GEMM_MIN_FLOPS_PER_THREAD);
+    for (;;) {
+        s.pack_slot = step_pack_slot(&s);
+        s.pack = s.pack_slot > 0 ? mnc_gemm_buffer((size_t)(s.pack_slot * s.threads)) : NULL;
+        if (s.threads == 1) return step_walk(&s, 0, loss);
+        if (s.pack != NULL || s.pack_slot == 0) {
+            int status = 0, short_handed = 0;
+            const step_ctx *sp = &s;
+#pragma omp parallel num_threads(sp->threads)
+            {
+                // The walk needs every thread it counts on: with fewer, none starts.
+                if (mnc_num_threads() == sp->threads) {
+                    int got = step_walk(sp, mnc_thread_num(), loss);
+                    if (mnc_thread_num() == 0) status = got;
+                } else if (mnc_thread_num() == 0) {
+                    short_handed = 1;
+                }
+            }
+            if (!short_handed) return status;
+        }
+        s.threads = 1;  // short of threads or memory: one walker, whose GEMMs manage alone
+    }
 }
 
 // Forward pass and in_top_k count of chunk c of rows [0, m): rows [c * batch, ...), at
 // most buf->batch of them; copies the logits to logits_out when it is not NULL.
-static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf,
-                              const uint8_t *images, const uint8_t *labels, int64_t m,
-                              int64_t c, int64_t image_size, float scale, int64_t k,
-                              float *logits_out, int n_threads) {
+static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
+                              const uint8_t *labels, int64_t m, int64_t c, int64_t image_size,
+                              float scale, int64_t k, float *logits_out, int n_threads) {
     int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
     int64_t classes = net->sizes[net->n_layers];
     const float *logits = buf->activations[net->n_layers - 1];
-    mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows,
-                        image_size, scale, n_threads);
+    mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows, image_size,
+                        scale, n_threads);
     forward(net, buf, rows, n_threads);
     int64_t hits = 0;
     if (labels != NULL) {
@@ -82,8 +250,7 @@ static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf,
         mnc_in_top_k_f32(NULL, &hits, logits, buf->labels, rows, classes, k, n_threads);
     }
     if (logits_out != NULL)
-        for (int64_t i = 0; i < rows * classes; i++)
-            logits_out[start * classes + i] = logits[i];
+        for (int64_t i = 0; i < rows * classes; i++) logits_out[start * classes + i] = logits[i];
     return hits;
 }
 
@@ -92,8 +259,8 @@ static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf,
 static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
     int64_t floats = batch * net->sizes[0];
     for (int l = 1; l <= net->n_layers; l++) floats += batch * net->sizes[l];
-    size_t bytes = sizeof(mnc_mlp_buffers) + (size_t)net->n_layers * sizeof(float *)
-                   + (size_t)batch * sizeof(int32_t) + (size_t)floats * sizeof(float);
+    size_t bytes = sizeof(mnc_mlp_buffers) + (size_t)net->n_layers * sizeof(float *) +
+                   (size_t)batch * sizeof(int32_t) + (size_t)floats * sizeof(float);
     char *block = malloc(bytes);
     if (block == NULL) return NULL;
     mnc_mlp_buffers *scratch = (mnc_mlp_buffers *)block;
@@ -110,8 +277,8 @@ static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
 }
 
 int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
-                     const uint8_t *labels, int64_t m, int64_t image_size, float scale,
-                     int64_t k, int64_t *n_correct, float *logits_out, int n_threads) {
+                     const uint8_t *labels, int64_t m, int64_t image_size, float scale, int64_t k,
+                     int64_t *n_correct, float *logits_out, int n_threads) {
     int64_t classes = net->sizes[net->n_layers];
     if (labels != NULL)
         for (int64_t i = 0; i < m; i++)
@@ -130,14 +297,14 @@ int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8
     int64_t hits = 0;
     if (team <= 1) {  // few chunks: the kernels share out the work within each one
         for (int64_t c = 0; c < chunks; c++)
-            hits += evaluate_chunk(net, buf, images, labels, m, c, image_size, scale, k,
-                                   logits_out, n_threads);
+            hits += evaluate_chunk(net, buf, images, labels, m, c, image_size, scale, k, logits_out,
+                                   n_threads);
     } else {
         scratch[0] = buf;
 #pragma omp parallel for num_threads(team) schedule(dynamic) reduction(+ : hits)
         for (int64_t c = 0; c < chunks; c++)
-            hits += evaluate_chunk(net, scratch[mnc_thread_num()], images, labels, m, c,
-                                   image_size, scale, k, logits_out, 1);
+            hits += evaluate_chunk(net, scratch[mnc_thread_num()], images, labels, m, c, image_size,
+                                   scale, k, logits_out, 1);
     }
     for (int t = 1; t < team; t++) free((void *)scratch[t]);
     free(scratch);

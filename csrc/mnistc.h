@@ -99,12 +99,10 @@ typedef struct mnc_epilogue {
     int64_t ld_mask;
 } mnc_epilogue;
 
-void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                   float alpha,
-                   const float *a, int64_t lda,   // [m, k] or, with trans_a, [k, m]
-                   const float *b, int64_t ldb,   // [k, n] or, with trans_b, [n, k]
-                   float beta,
-                   float *c, int64_t ldc,         // [m, n]
+void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                   const float *a, int64_t lda,        // [m, k] or, with trans_a, [k, m]
+                   const float *b, int64_t ldb,        // [k, n] or, with trans_b, [n, k]
+                   float beta, float *c, int64_t ldc,  // [m, n]
                    const mnc_epilogue *epilogue, int n_threads);
 
 // ---------------------------------------------------------------------------------
@@ -112,20 +110,20 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 
 // y = x + bias, then 0 where negative (NaN stays NaN).  y, x: [m, n] (ld = n); bias: [n]
 // y may alias x.
-void mnc_bias_relu_f32(float *y, const float *x, const float *bias,
-                       int64_t m, int64_t n, int n_threads);
+void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m, int64_t n,
+                       int n_threads);
 
 // ReLU backward: dx = dy where y > 0, else 0. dx, dy, y: [m, n] (ld = n).
 // dx may alias dy.
-void mnc_relu_backward_f32(float *dx, const float *dy, const float *y,
-                           int64_t m, int64_t n, int n_threads);
+void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m, int64_t n,
+                           int n_threads);
 
 // Column sums, fused with an update: out[j] = beta * out[j] + alpha * sum_i x[i, j].
 // Each column is summed in increasing i in float32 (a fixed order). With beta = 0, out
 // is not read. x: [m, n] (ld = n); out: [n]. Used for bias gradients (alpha = 1, beta =
 // 0) and the fused SGD bias update (alpha = -lr, beta = 1).
-void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
-                         float alpha, float beta, int n_threads);
+void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha, float beta,
+                         int n_threads);
 
 // Sparse softmax cross-entropy, forward and backward in one pass, numerically stable
 // (log-sum-exp around the row maximum; finite whenever max_j z_j - z_label fits in
@@ -145,26 +143,24 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n,
 // / m. exp and log are mnistc's own (nn_math.h), so results do not depend on the C
 // library. Returns 0, or -1 - i for the first row i whose label is outside [0, n) (then
 // nothing is written).
-int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss,
-                         const float *logits, const int32_t *labels,
-                         int64_t m, int64_t n, float grad_scale, float label_smoothing,
+int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, const float *logits,
+                         const int32_t *labels, int64_t m, int64_t n, float grad_scale,
+                         float label_smoothing,
                          int n_threads);
 
 // in_top_k with TensorFlow's tie rule: row i is a hit when fewer than k logits are
 // strictly greater than logits[i, labels[i]] and that logit is finite. Ties therefore
 // count as hits (all-equal logits: every row is a hit). correct: [m] (0/1) or NULL.
 // *n_correct = number of hits. Returns 0, or -1 - i for the first bad label.
-int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct,
-                     const float *logits, const int32_t *labels,
-                     int64_t m, int64_t n, int64_t k, int n_threads);
+int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct, const float *logits,
+                     const int32_t *labels, int64_t m, int64_t n, int64_t k, int n_threads);
 
 // Gathers a batch from a uint8 data set and scales it: x[b, :] = images[idx[b], :] *
 // scale (float32 multiply, as TensorFlow's astype(float32) * (1/255)), y[b] =
 // labels[idx[b]]. idx == NULL means rows 0..m-1. x: [m, d]; y: [m] or NULL (skipped);
 // images: [*, d]; labels: [*]; idx: [m], each in range (checked by the caller).
-void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images,
-                         const uint8_t *labels, const int32_t *idx,
-                         int64_t m, int64_t d, float scale, int n_threads);
+void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
+                         const int32_t *idx, int64_t m, int64_t d, float scale, int n_threads);
 
 // ---------------------------------------------------------------------------------
 // Optimizers (optim.c)
@@ -225,9 +221,9 @@ typedef struct mnc_optimizer {
 // needs (the others may be NULL) and, when ema is not NULL, the EMA ema[0, n) of the
 // updated parameters. No two of the arrays may overlap. Threads take contiguous slices
 // whose boundaries fall on cache lines of params.
-void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *state0,
-                              float *state1, float *ema, const float *grads, int64_t n,
-                              double lr, int64_t step, double ema_decay, int n_threads);
+void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *state0, float *state1,
+                              float *ema, const float *grads, int64_t n, double lr, int64_t step,
+                              double ema_decay, int n_threads);
 
 // ---------------------------------------------------------------------------------
 // The multi-layer perceptron (mlp.c): a whole training step or an evaluation pass in
@@ -236,21 +232,21 @@ void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *st
 // last, whose outputs are the logits.
 
 typedef struct mnc_mlp {
-    int n_layers;                // >= 1
-    const int64_t *sizes;        // [n_layers + 1]: sizes[0] = inputs, sizes[n_layers] = classes
-    float *const *weights;       // [n_layers] pointers, weights[l]: [sizes[l], sizes[l+1]]
-    float *const *biases;        // [n_layers] pointers, biases[l]: [sizes[l+1]]
+    int n_layers;           // >= 1
+    const int64_t *sizes;   // [n_layers + 1]: sizes[0] = inputs, sizes[n_layers] = classes
+    float *const *weights;  // [n_layers] pointers, weights[l]: [sizes[l], sizes[l+1]]
+    float *const *biases;   // [n_layers] pointers, biases[l]: [sizes[l+1]]
 } mnc_mlp;
 
 // Scratch for a batch of up to `batch` rows (allocated by the caller, once).
 typedef struct mnc_mlp_buffers {
     int64_t batch;
-    float *input;                // [batch, sizes[0]]
-    int32_t *labels;             // [batch]
-    float *const *activations;   // [n_layers]: activations[l]: [batch, sizes[l+1]]
-                                 // (post-ReLU for hidden layers, logits for the last)
-    float *const *grads;         // [n_layers]: grads[l]: [batch, sizes[l+1]] = dLoss/dZ_l
-    float *row_loss;             // [batch]
+    float *input;               // [batch, sizes[0]]
+    int32_t *labels;            // [batch]
+    float *const *activations;  // [n_layers]: activations[l]: [batch, sizes[l+1]]
+                                // (post-ReLU for hidden layers, logits for the last)
+    float *const *grads;        // [n_layers]: grads[l]: [batch, sizes[l+1]] = dLoss/dZ_l
+    float *row_loss;            // [batch]
 } mnc_mlp_buffers;
 
 // The optimizer of a training step that stores its gradients (see mnc_mlp_train_step).
@@ -274,10 +270,9 @@ typedef struct mnc_mlp_optimizer {
 //    updated by one mnc_optimizer_update_f32(opt->settings, ..., lr, step).
 // *loss = the batch's mean loss before the update. Returns 0, or -1 - b for the first
 // batch row whose label is out of range (then the parameters and state are unchanged).
-int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
-                       const uint8_t *images, const uint8_t *labels,
-                       const int32_t *idx, int64_t m, int64_t image_size, float scale,
-                       float label_smoothing, const mnc_mlp_optimizer *opt, double lr,
+int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
+                       const uint8_t *labels, const int32_t *idx, int64_t m, int64_t image_size,
+                       float scale, float label_smoothing, const mnc_mlp_optimizer *opt, double lr,
                        int64_t step, double *loss, int n_threads);
 
 // Forward pass over rows [0, m) of a uint8 data set, in chunks of buf->batch rows,
@@ -286,9 +281,8 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf,
 // any work). With several threads and chunks, threads take whole chunks, each on its
 // own forward scratch (malloc'd here; fewer threads if that fails): the logits are the
 // same bits for any thread count.
-int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf,
-                     const uint8_t *images, const uint8_t *labels, int64_t m,
-                     int64_t image_size, float scale, int64_t k,
+int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
+                     const uint8_t *labels, int64_t m, int64_t image_size, float scale, int64_t k,
                      int64_t *n_correct, float *logits_out, int n_threads);
 
 #ifdef __cplusplus

@@ -1,5 +1,6 @@
 // optim.c — the optimizers' update, mnc_optimizer_update_f32 (the formulas and their
-// rounding are the contract in mnistc.h). One pass over the block: the element loops are
+// rounding are the contract in mnistc.h), also in slices for the training step's region
+// (internal.h). The element loops are
 // written once (update_block) and compiled three times, for the baseline ISA and under
 // AVX2 and AVX-512 target attributes, so the compiler vectorises each for its width.
 // With no FMA contraction (-ffp-contract=off) every version rounds each operation alike.
@@ -23,36 +24,21 @@ enum { BLOCK = 1024 };
 
 // torch's lerp(a, b, w) in float32 (ATen's Lerp.h): a + w·(b − a) when |w| < 0.5, else
 // b − (1 − w)·(b − a); `small` and `rest` = 1 − w are the caller's, computed once.
-typedef struct lerp_weight {
-    int small;
-    float w, rest;
-} lerp_weight;
-
-static lerp_weight make_lerp_weight(double w) {
-    lerp_weight l = {0, (float)w, 0.0f};
+static mnc_lerp_weight make_lerp_weight(double w) {
+    mnc_lerp_weight l = {0, (float)w, 0.0f};
     l.small = fabsf(l.w) < 0.5f;
     l.rest = 1.0f - l.w;
     return l;
 }
 
-ALWAYS_INLINE float lerp(float a, float b, lerp_weight l) {
+ALWAYS_INLINE float lerp(float a, float b, mnc_lerp_weight l) {
     float t = b - a;
     return l.small ? a + l.w * t : b - l.rest * t;
 }
 
-// The float32 scalars of one update (mnistc.h's "Scalars").
-typedef struct scalars {
-    mnc_optimizer_kind kind;
-    int l2;        // g' = g + λ·p
-    int first;     // step 1: the momentum buffer starts as g'
-    float lr, weight_decay, momentum;
-    lerp_weight m;               // Adam: w1 = 1 − β1
-    float beta2, c2, step_size, bc2_sqrt, eps, decay;
-    lerp_weight ema;             // 1 − ema_decay
-} scalars;
-
-static scalars prepare(const mnc_optimizer *o, double lr, int64_t step, double ema_decay) {
-    scalars s = {0};
+mnc_optim_step mnc_optim_prepare(const mnc_optimizer *o, double lr, int64_t step,
+                                 double ema_decay) {
+    mnc_optim_step s = {0};
     int adam = o->kind == MNC_OPT_ADAM || o->kind == MNC_OPT_ADAMW;
     s.kind = o->kind;
     s.l2 = o->weight_decay != 0.0 && o->kind != MNC_OPT_ADAMW;
@@ -77,79 +63,80 @@ static scalars prepare(const mnc_optimizer *o, double lr, int64_t step, double e
 // The update of n <= BLOCK elements, then their EMA. The flags are loop-invariant, so
 // the compiler hoists them out of the vector loops; the arrays never overlap (the
 // contract), which the compiler checks once per loop before taking the vector code.
-ALWAYS_INLINE void update_block(const scalars *sp, float *p, float *s0, float *s1, float *e,
+ALWAYS_INLINE void update_block(const mnc_optim_step *sp, float *p, float *s0, float *s1, float *e,
                                 const float *g, int64_t n) {
-    const scalars s = *sp;
+    const mnc_optim_step s = *sp;
     switch (s.kind) {
-    case MNC_OPT_SGD:
-        for (int64_t i = 0; i < n; i++) {
-            float pi = p[i], gi = g[i];
-            if (s.l2) gi = gi + s.weight_decay * pi;
-            p[i] = pi - s.lr * gi;
+        case MNC_OPT_SGD:
+            for (int64_t i = 0; i < n; i++) {
+                float pi = p[i], gi = g[i];
+                if (s.l2) gi = gi + s.weight_decay * pi;
+                p[i] = pi - s.lr * gi;
+            }
+            break;
+        case MNC_OPT_MOMENTUM:
+        case MNC_OPT_NESTEROV: {
+            const int nesterov = s.kind == MNC_OPT_NESTEROV;
+            for (int64_t i = 0; i < n; i++) {
+                float pi = p[i], gi = g[i], bi = s0[i];
+                if (s.l2) gi = gi + s.weight_decay * pi;
+                bi = s.first ? gi : s.momentum * bi + gi;
+                s0[i] = bi;
+                p[i] = pi - s.lr * (nesterov ? gi + s.momentum * bi : bi);
+            }
+            break;
         }
-        break;
-    case MNC_OPT_MOMENTUM:
-    case MNC_OPT_NESTEROV: {
-        const int nesterov = s.kind == MNC_OPT_NESTEROV;
-        for (int64_t i = 0; i < n; i++) {
-            float pi = p[i], gi = g[i], bi = s0[i];
-            if (s.l2) gi = gi + s.weight_decay * pi;
-            bi = s.first ? gi : s.momentum * bi + gi;
-            s0[i] = bi;
-            p[i] = pi - s.lr * (nesterov ? gi + s.momentum * bi : bi);
-        }
-        break;
-    }
-    case MNC_OPT_ADAM:
-    case MNC_OPT_ADAMW:
-        for (int64_t i = 0; i < n; i++) {
-            float pi = p[i] * s.decay, gi = g[i];
-            if (s.l2) gi = gi + s.weight_decay * pi;
-            float mi = lerp(s0[i], gi, s.m);
-            float vi = s.beta2 * s1[i] + (s.c2 * gi) * gi;
-            s0[i] = mi;
-            s1[i] = vi;
-            p[i] = pi - (s.step_size * mi) / (sqrtf(vi) / s.bc2_sqrt + s.eps);
-        }
-        break;
+        case MNC_OPT_ADAM:
+        case MNC_OPT_ADAMW:
+            for (int64_t i = 0; i < n; i++) {
+                float pi = p[i] * s.decay, gi = g[i];
+                if (s.l2) gi = gi + s.weight_decay * pi;
+                float mi = lerp(s0[i], gi, s.m);
+                float vi = s.beta2 * s1[i] + (s.c2 * gi) * gi;
+                s0[i] = mi;
+                s1[i] = vi;
+                p[i] = pi - (s.step_size * mi) / (sqrtf(vi) / s.bc2_sqrt + s.eps);
+            }
+            break;
     }
     if (e != NULL)
         for (int64_t i = 0; i < n; i++) e[i] = lerp(e[i], p[i], s.ema);
 }
 
 // Elements [0, n) of the arrays (s0, s1, e may be NULL when unused), block by block.
-ALWAYS_INLINE void update_range(const scalars *s, float *p, float *s0, float *s1, float *e,
+ALWAYS_INLINE void update_range(const mnc_optim_step *s, float *p, float *s0, float *s1, float *e,
                                 const float *g, int64_t n) {
     for (int64_t at = 0; at < n; at += BLOCK) {
         int64_t len = n - at < BLOCK ? n - at : BLOCK;
-        update_block(s, p + at, s0 ? s0 + at : NULL, s1 ? s1 + at : NULL,
-                     e ? e + at : NULL, g + at, len);
+        update_block(s, p + at, s0 ? s0 + at : NULL, s1 ? s1 + at : NULL, e ? e + at : NULL, g + at,
+                     len);
     }
 }
 
-static void update_generic(const scalars *s, float *p, float *s0, float *s1, float *e,
+static void update_generic(const mnc_optim_step *s, float *p, float *s0, float *s1, float *e,
                            const float *g, int64_t n) {
     update_range(s, p, s0, s1, e, g, n);
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define OPTIM_X86 1
-__attribute__((target("avx2"))) static void update_avx2(const scalars *s, float *p,
+__attribute__((target("avx2"))) static void update_avx2(const mnc_optim_step *s, float *p,
                                                         float *s0, float *s1, float *e,
                                                         const float *g, int64_t n) {
     update_range(s, p, s0, s1, e, g, n);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
-static void update_avx512(const scalars *s, float *p, float *s0, float *s1, float *e,
-                          const float *g, int64_t n) {
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void update_avx512(
+    const mnc_optim_step *s, float *p, float *s0, float *s1, float *e, const float *g, int64_t n) {
     update_range(s, p, s0, s1, e, g, n);
 }
 #endif
 
-// Where slice t of `team` starts: the first slice takes the `lead` elements before
-// params' first cache-line boundary, and the lines are shared out evenly.
-static int64_t slice_start(int64_t n, int64_t lead, int team, int t) {
+// Where slice t of `team` starts: the first slice takes the elements before params' first
+// cache-line boundary, and the lines are shared out evenly.
+static int64_t slice_start(const float *params, int64_t n, int team, int t) {
+    const int64_t lead =
+        (int64_t)((LINE_FLOATS - ((uintptr_t)params / sizeof(float)) % LINE_FLOATS) % LINE_FLOATS);
     if (t == 0) return 0;
     if (t >= team) return n;
     int64_t lines = (n - lead + LINE_FLOATS - 1) / LINE_FLOATS;
@@ -157,37 +144,37 @@ static int64_t slice_start(int64_t n, int64_t lead, int team, int t) {
     return at < n ? at : n;
 }
 
-// Elements [lo, hi) on the target in use.
-static void update_slice(const scalars *s, float *p, float *s0, float *s1, float *e,
-                         const float *g, int64_t lo, int64_t hi) {
-    p += lo, g += lo;
-    s0 = s0 ? s0 + lo : NULL, s1 = s1 ? s1 + lo : NULL, e = e ? e + lo : NULL;
+// Elements [0, n) on the target in use.
+static void update_on_target(const mnc_optim_step *s, float *p, float *s0, float *s1, float *e,
+                             const float *g, int64_t n) {
 #ifdef OPTIM_X86
     const mnc_isa isa = mnc_isa_active();
-    if (isa == MNC_ISA_AVX512)
-        update_avx512(s, p, s0, s1, e, g, hi - lo);
-    else if (isa == MNC_ISA_AVX2)
-        update_avx2(s, p, s0, s1, e, g, hi - lo);
+    if (isa == MNC_ISA_AVX512) update_avx512(s, p, s0, s1, e, g, n);
+    else if (isa == MNC_ISA_AVX2) update_avx2(s, p, s0, s1, e, g, n);
     else
 #endif
-        update_generic(s, p, s0, s1, e, g, hi - lo);
+        update_generic(s, p, s0, s1, e, g, n);
 }
 
-void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *state0,
-                              float *state1, float *ema, const float *grads, int64_t n,
-                              double lr, int64_t step, double ema_decay, int n_threads) {
+void mnc_optim_update_part(const mnc_optim_step *s, float *params, float *state0, float *state1,
+                           float *ema, const float *grads, int64_t n, int part, int parts) {
+    int64_t lo = slice_start(params, n, parts, part), hi = slice_start(params, n, parts, part + 1);
+    if (lo >= hi) return;
+    update_on_target(s, params + lo, state0 ? state0 + lo : NULL, state1 ? state1 + lo : NULL,
+                     ema ? ema + lo : NULL, grads + lo, hi - lo);
+}
+
+void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *state0, float *state1,
+                              float *ema, const float *grads, int64_t n, double lr, int64_t step,
+                              double ema_decay, int n_threads) {
     if (n <= 0) return;
-    const scalars s = prepare(opt, lr, step, ema_decay);
+    const mnc_optim_step s = mnc_optim_prepare(opt, lr, step, ema_decay);
     const int team = mnc_team_size(n_threads, n, MIN_ELEMENTS_PER_THREAD);
     if (team == 1) {  // no parallel region at all: its fixed cost is most of a small update
-        update_slice(&s, params, state0, state1, ema, grads, 0, n);
+        update_on_target(&s, params, state0, state1, ema, grads, n);
         return;
     }
-    const int64_t lead =
-        (int64_t)((LINE_FLOATS - ((uintptr_t)params / sizeof(float)) % LINE_FLOATS) %
-                  LINE_FLOATS);
 #pragma omp parallel for num_threads(team) schedule(static, 1)
     for (int t = 0; t < team; t++)
-        update_slice(&s, params, state0, state1, ema, grads, slice_start(n, lead, team, t),
-                     slice_start(n, lead, team, t + 1));
+        mnc_optim_update_part(&s, params, state0, state1, ema, grads, n, t, team);
 }

@@ -356,6 +356,31 @@ def test_training_bit_identical_across_threads(isa, n_threads, config, optimizer
     )
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_without_packing_memory_is_bit_identical(optimizer):
+    """A threaded step reserves its GEMMs' packing buffer before its parallel region; when
+    that cannot be had (gemm.c's test cap), the step runs on one thread and each GEMM takes
+    its unbuffered path: the same bits, partial batches included."""
+    import ctypes
+    limit = ctypes.CDLL(K.__file__).mnc_gemm_test_pack_limit
+    limit.argtypes, limit.restype = [ctypes.c_size_t], ctypes.c_size_t
+    sizes, batch, steps = NARROW
+    images, labels = dataset(2000, sizes[0], 3, sizes[-1])
+    runs = []
+    for cap in (ctypes.c_size_t(-1).value, 0):
+        net, _, weights, biases, state = kernel_with(*init_params(sizes, 3), batch, optimizer)
+        limit(cap)
+        try:
+            losses = [net.train_step(images, labels, idx[:batch - i % 7],
+                                     OPTIMIZERS[optimizer][2], n_threads=2)
+                      for i, idx in enumerate(index_batches(2000, batch, 4, 3))]
+        finally:
+            calls = limit(ctypes.c_size_t(-1).value)
+        assert (calls > 0) == (cap == 0)
+        runs.append((tuple(weights), tuple(biases), np.array(losses), state))
+    assert_same_training(runs[1], runs[0], f"{optimizer}: unbuffered vs buffered")
+
+
 @pytest.mark.skipif("avx512" not in supported_isas(), reason="no AVX-512 on this machine")
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
