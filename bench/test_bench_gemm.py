@@ -13,6 +13,7 @@ NumPy's threads are set with threadpoolctl; without it the 2-thread NumPy runs a
 skipped and the 1-thread ones run at NumPy's default. OpenBLAS picks its kernels from
 OPENBLAS_CORETYPE when set, so `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` in front of
 the command benchmarks its own choice for this CPU."""
+
 import os
 import time
 
@@ -33,25 +34,30 @@ def blas_core():
     if threadpoolctl is None:
         return "unknown (threadpoolctl not installed)"
     infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
-                     for i in infos) or "unknown"
+    return (
+        ", ".join(
+            f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in infos
+        )
+        or "unknown"
+    )
 
 
 def net_gemms(name, sizes, batch):
     """(id, m, n, k, trans_a, trans_b) of one training step, as mlp.c calls them."""
     out = []
-    for l in range(len(sizes) - 1):
-        k, n = sizes[l], sizes[l + 1]
-        out.append((f"{name}-b{batch}-fwd{l + 1}", batch, n, k, False, False))
-        if l > 0:
-            out.append((f"{name}-b{batch}-dx{l + 1}", batch, k, n, False, True))
-        out.append((f"{name}-b{batch}-dw{l + 1}", k, n, batch, True, False))
+    for layer in range(len(sizes) - 1):
+        k, n = sizes[layer], sizes[layer + 1]
+        out.append((f"{name}-b{batch}-fwd{layer + 1}", batch, n, k, False, False))
+        if layer > 0:
+            out.append((f"{name}-b{batch}-dx{layer + 1}", batch, k, n, False, True))
+        out.append((f"{name}-b{batch}-dw{layer + 1}", k, n, batch, True, False))
     return out
 
 
-SMALL, WIDE = (784, 128, 32, 10), (784, 1024, 1024, 10)
+SMALL, WIDE, RECIPE = (784, 128, 32, 10), (784, 1024, 1024, 10), (784, 128, 128, 10)
 SHAPES = [s for b in (1, 100, 256) for s in net_gemms("small", SMALL, b)]
 SHAPES += [s for b in (1, 100, 256) for s in net_gemms("wide", WIDE, b)]
+SHAPES += net_gemms("recipe", RECIPE, 128)  # the fast recipe's net at its batch
 SHAPES += [("square-1024", 1024, 1024, 1024, False, False)]
 
 
@@ -84,27 +90,33 @@ def measure(benchmark, run, shape, impl, threads, peak, **info):
     name, m, n, k, trans_a, trans_b = shape
     flops = 2.0 * m * n * k
     benchmark.extra_info.update(
-        gemm_shape=name, mnk=f"{m}x{n}x{k}", impl=impl, threads=threads,
-        trans=("T" if trans_a else "N") + ("T" if trans_b else "N"), **info)
+        gemm_shape=name,
+        mnk=f"{m}x{n}x{k}",
+        impl=impl,
+        threads=threads,
+        trans=("T" if trans_a else "N") + ("T" if trans_b else "N"),
+        **info,
+    )
     rounds, iterations = rounds_for(flops)
     benchmark.pedantic(run, rounds=rounds, iterations=iterations, warmup_rounds=1)
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # the best round, as the peak is the best window
         gflops = flops / stats.stats.min / 1e9
-        benchmark.extra_info.update(gflops=round(gflops, 1),
-                                    pct_of_peak=round(100.0 * gflops / peak[threads], 1))
+        benchmark.extra_info.update(
+            gflops=round(gflops, 1), pct_of_peak=round(100.0 * gflops / peak[threads], 1)
+        )
 
 
 # Shape by shape, mnistc then NumPy, so that both see the same machine; switching library
 # first waits for the other one's idle threads (OpenMP and OpenBLAS spin for a while
 # after a call) to go to sleep, so neither is timed against the other's spinning.
-CASES = [(shape, impl, threads) for shape in SHAPES for impl in ("mnistc", "numpy")
-         for threads in (1, 2)]
+CASES = [
+    (shape, impl, threads) for shape in SHAPES for impl in ("mnistc", "numpy") for threads in (1, 2)
+]
 _last_impl = [None]
 
 
-@pytest.mark.parametrize("shape,impl,threads", CASES,
-                         ids=[f"{s[0]}-{i}-{t}t" for s, i, t in CASES])
+@pytest.mark.parametrize("shape,impl,threads", CASES, ids=[f"{s[0]}-{i}-{t}t" for s, i, t in CASES])
 def test_gemm(benchmark, rng, fma_peak, shape, impl, threads):
     if impl == "numpy" and threadpoolctl is None and threads != 1:
         pytest.skip("threadpoolctl is needed to set NumPy's thread count")
@@ -114,14 +126,17 @@ def test_gemm(benchmark, rng, fma_peak, shape, impl, threads):
     a, b, c = operands(rng, shape)
     trans_a, trans_b = shape[4], shape[5]
     if impl == "mnistc":
+
         def run():
             _kernels.sgemm(a, b, c, trans_a=trans_a, trans_b=trans_b, n_threads=threads)
+
         measure(benchmark, run, shape, "mnistc", threads, fma_peak, isa=_kernels.isa_active())
         return
     op_a, op_b = (a.T if trans_a else a), (b.T if trans_b else b)
 
     def run():
         np.matmul(op_a, op_b, out=c)
+
     if threadpoolctl is None:
         measure(benchmark, run, shape, "numpy", threads, fma_peak, blas=blas_core())
         return

@@ -4,9 +4,10 @@
 (bench/torch_recipe.py, whose defaults are that recipe: same net, optimizer, schedule,
 label smoothing, batch size and epochs, the same evaluations), alternating A B A B in
 one test so that a burst of load on the shared host lands on both, at 2 threads (the
-tutorial's run against NumPy's is test_bench_tutorial.py). The row records the median whole-process time, the peak
-resident memory of the process (VmHWM at exit) and the test precision it printed; and
-PyTorch's multiple. With --benchmark-disable (CI) each runs once, as a test.
+tutorial's run against NumPy's is test_bench_tutorial.py). The row records the median
+whole-process time, the peak resident memory of the process (VmHWM at exit) and the test
+precision it printed, and PyTorch's multiple. With --benchmark-disable (CI) each runs once,
+as a test.
 
     pytest bench/test_bench_recipes.py                  # 5 alternating rounds
     MNISTC_BENCH_ROUNDS=9 pytest bench/test_bench_recipes.py
@@ -60,8 +61,14 @@ def whole_process(argv):
         )
         env = dict(os.environ, OMP_NUM_THREADS=str(THREADS))
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", wrapper, *argv], capture_output=True,
-                              text=True, cwd=REPO, env=env, timeout=900)
+        done = subprocess.run(
+            [sys.executable, "-c", wrapper, *argv],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=900,
+        )
         seconds = time.perf_counter() - start
         assert done.returncode == 0, done.stderr[-2000:]
         peak = int(report.read_text()) * 1024 if report.exists() else None
@@ -75,23 +82,42 @@ def printed_test_precision(stdout):
 
 
 def mnistc_fast(train_dir, data_dir):
-    return ["mnistc.train", "--recipe", "fast", "--threads", str(THREADS), "--data-dir",
-            str(data_dir), "--train-dir", str(train_dir), "--overwrite"]
+    return [
+        "mnistc.train",
+        "--recipe",
+        "fast",
+        "--threads",
+        str(THREADS),
+        "--data-dir",
+        str(data_dir),
+        "--train-dir",
+        str(train_dir),
+        "--overwrite",
+    ]
 
 
 def torch_fast(data_dir):
-    return [str(BENCH / "torch_recipe.py"), "--threads", str(THREADS), "--data-dir",
-            str(data_dir), "--eval", "validation,test"]
+    return [
+        str(BENCH / "torch_recipe.py"),
+        "--threads",
+        str(THREADS),
+        "--data-dir",
+        str(data_dir),
+        "--eval",
+        "validation,test",
+    ]
 
 
 def record(benchmark, name, runs):
     seconds = [r[0] for r in runs]
-    benchmark.extra_info.update({
-        f"{name}_median_s": statistics.median(seconds),
-        f"{name}_runs_s": seconds,
-        f"{name}_peak_rss_mb": max(r[1] or 0 for r in runs) / 2**20,
-        f"{name}_test_precision": [printed_test_precision(r[2]) for r in runs],
-    })
+    benchmark.extra_info.update(
+        {
+            f"{name}_median_s": statistics.median(seconds),
+            f"{name}_runs_s": seconds,
+            f"{name}_peak_rss_mb": max(r[1] or 0 for r in runs) / 2**20,
+            f"{name}_test_precision": [printed_test_precision(r[2]) for r in runs],
+        }
+    )
 
 
 @pytest.mark.benchmark(group="time-to-accuracy")
@@ -116,5 +142,6 @@ def test_fast_recipe_against_pytorch(benchmark, tmp_path):
     assert min(benchmark.extra_info["mnistc_test_precision"]) >= 0.98
     if theirs:
         record(benchmark, "pytorch", theirs)
-        benchmark.extra_info["pytorch_over_mnistc"] = (
-            statistics.median(t[0] for t in theirs) / statistics.median(o[0] for o in ours))
+        benchmark.extra_info["pytorch_over_mnistc"] = statistics.median(
+            t[0] for t in theirs
+        ) / statistics.median(o[0] for o in ours)

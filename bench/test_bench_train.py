@@ -1,12 +1,13 @@
 """Training-step and epoch benchmarks: mnistc against the same SGD step written in
 NumPy (and in PyTorch and JAX when installed), measured side by side in one session.
 
-Groups: `step` (one training step, batch fetch included, small and wide nets, 1 and 2
-threads) and `epoch` (one pass over the 55000 training examples of the tutorial's net).
+Groups: `step` (one training step, batch fetch included, the small, wide and fast-recipe
+nets, 1 and 2 threads) and `epoch` (one pass over the 55000 training examples of the tutorial's net).
 Each step row records its GFLOP/s and percentage of this machine's FMA peak at its
 thread count (measured in the same session, bench/conftest.py). Compare rows of one run,
 never numbers from different runs. See bench/README.md.
 """
+
 import contextlib
 import os
 from pathlib import Path
@@ -26,8 +27,9 @@ if JAX_THREADS == 1 and hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 NETS = {
-    "small": ((128, 32), 100),   # the tutorial's 784-128-32-10 at batch 100
+    "small": ((128, 32), 100),  # the tutorial's 784-128-32-10 at batch 100
     "wide": ((1024, 1024), 256),  # 784-1024-1024-10 at batch 256
+    "recipe": ((128, 128), 128),  # the fast recipe's net and batch (the step here is SGD's)
 }
 THREADS = (1, 2)
 LEARNING_RATE = 0.01
@@ -63,8 +65,12 @@ def blas_description():
     except ImportError:
         return "unknown (threadpoolctl not installed)"
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
-                     for i in blas) or "none"
+    return (
+        ", ".join(
+            f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in blas
+        )
+        or "none"
+    )
 
 
 class NumpyMLP:
@@ -135,17 +141,21 @@ def torch_step_fn(model, threads):
         loss.backward()
         opt.step()
         return loss.item()
+
     return step
 
 
 def jax_step_fn(model, threads):
     if threads != JAX_THREADS:
-        pytest.skip(f"JAX runs at {JAX_THREADS} thread(s) in this session "
-                    "(set MNISTC_BENCH_JAX_THREADS)")
+        pytest.skip(
+            f"JAX runs at {JAX_THREADS} thread(s) in this session (set MNISTC_BENCH_JAX_THREADS)"
+        )
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
-    params = [(jnp.asarray(model.params[f"{n}/weights"]), jnp.asarray(model.params[f"{n}/biases"]))
-              for n in model.names]
+    params = [
+        (jnp.asarray(model.params[f"{n}/weights"]), jnp.asarray(model.params[f"{n}/biases"]))
+        for n in model.names
+    ]
 
     def loss_fn(params, x, y):
         h = x
@@ -159,8 +169,10 @@ def jax_step_fn(model, threads):
     @jax.jit
     def update(params, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        return [(w - LEARNING_RATE * gw, b - LEARNING_RATE * gb)
-                for (w, b), (gw, gb) in zip(params, grads)], loss
+        return [
+            (w - LEARNING_RATE * gw, b - LEARNING_RATE * gb)
+            for (w, b), (gw, gb) in zip(params, grads)
+        ], loss
 
     state = {"params": params}
 
@@ -168,6 +180,7 @@ def jax_step_fn(model, threads):
         x = images[idx].astype(np.float32) * np.float32(PIXEL_SCALE)
         state["params"], loss = update(state["params"], x, labels[idx].astype(np.int32))
         return float(loss)  # waits for the result
+
     return step
 
 
@@ -198,14 +211,17 @@ def test_step(benchmark, train_set, fma_peak, net, impl, threads):
     images, labels = train_set.images, train_set.labels
     next_idx = train_set.next_batch_indices
     if impl == "mnistc":
+
         def run():
             return model.train_step(images, labels, next_idx(batch), LEARNING_RATE, threads)
+
         context = contextlib.nullcontext()
     elif impl == "numpy":
         reference = NumpyMLP(model)
 
         def run():
             return reference.step(images, labels, next_idx(batch), LEARNING_RATE)
+
         context = thread_limit(threads)
         benchmark.extra_info["blas"] = blas_description()
     else:
@@ -213,21 +229,25 @@ def test_step(benchmark, train_set, fma_peak, net, impl, threads):
 
         def run():
             return framework_step(images, labels, next_idx(batch))
+
         context = contextlib.nullcontext()
     with context:
         for _ in range(20):  # warm caches and thread pools
             run()
-        loss = benchmark.pedantic(run, rounds=200 if net == "small" else 20, iterations=5,
-                                  warmup_rounds=2)
+        loss = benchmark.pedantic(
+            run, rounds=20 if net == "wide" else 200, iterations=5, warmup_rounds=2
+        )
     assert np.isfinite(loss)
     flops = step_flops(net)
-    benchmark.extra_info.update(net=net, impl=impl, threads=threads, batch=batch,
-                                mflop_per_step=flops / 1e6)
+    benchmark.extra_info.update(
+        net=net, impl=impl, threads=threads, batch=batch, mflop_per_step=flops / 1e6
+    )
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # the best round, as the peak is the best window
         gflops = flops / stats.stats.min / 1e9
-        benchmark.extra_info.update(gflops=round(gflops, 1),
-                                    pct_of_peak=round(100.0 * gflops / fma_peak[threads], 1))
+        benchmark.extra_info.update(
+            gflops=round(gflops, 1), pct_of_peak=round(100.0 * gflops / fma_peak[threads], 1)
+        )
 
 
 @pytest.mark.benchmark(group="epoch")
@@ -238,18 +258,21 @@ def test_epoch(benchmark, train_set, impl, threads):
     images, labels = train_set.images, train_set.labels
     steps = train_set.num_examples // batch
     if impl == "mnistc":
+
         def epoch():
             for _ in range(steps):
-                model.train_step(images, labels, train_set.next_batch_indices(batch),
-                                 LEARNING_RATE, threads)
+                model.train_step(
+                    images, labels, train_set.next_batch_indices(batch), LEARNING_RATE, threads
+                )
+
         context = contextlib.nullcontext()
     else:
         reference = NumpyMLP(model)
 
         def epoch():
             for _ in range(steps):
-                reference.step(images, labels, train_set.next_batch_indices(batch),
-                               LEARNING_RATE)
+                reference.step(images, labels, train_set.next_batch_indices(batch), LEARNING_RATE)
+
         context = thread_limit(threads)
     with context:
         benchmark.pedantic(epoch, rounds=3, iterations=1, warmup_rounds=1)

@@ -210,9 +210,7 @@ def run(args, tensors, say=print):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--data-dir", default="data/mnist", help="folder with the four .gz files"
-    )
+    p.add_argument("--data-dir", default="data/mnist", help="folder with the four .gz files")
     p.add_argument("--hidden", type=lambda s: [int(w) for w in s.split(",")], default=[128, 128])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--epochs", type=float, default=5.0, help="runs ceil(epochs*55000/batch) steps")

@@ -190,8 +190,8 @@ static int64_t step_pack_slot(const step_ctx *s) {
 
 int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
                        const uint8_t *labels, const int32_t *idx, int64_t m, int64_t image_size,
-                       float scale, float label_smoothing, const mnc_mlp_optimizer *opt,
-                       double lr, int64_t step, double *loss, int n_threads) {
+                       float scale, float label_smoothing, const mnc_mlp_optimizer *opt, double lr,
+                       int64_t step, double *loss, int n_threads) {
     step_ctx s = {.net = net,
                   .buf = buf,
                   .images = images,

@@ -145,8 +145,7 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float
 // nothing is written).
 int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, const float *logits,
                          const int32_t *labels, int64_t m, int64_t n, float grad_scale,
-                         float label_smoothing,
-                         int n_threads);
+                         float label_smoothing, int n_threads);
 
 // in_top_k with TensorFlow's tie rule: row i is a hit when fewer than k logits are
 // strictly greater than logits[i, labels[i]] and that logit is finite. Ties therefore

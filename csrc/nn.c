@@ -131,8 +131,8 @@ void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float
 // the row's loss. Each exp is computed once: dz holds exp(z - zmax) until the second pass
 // scales it. dz may alias z, so z[j] is read before dz[j] is written and z[label] is kept
 // aside.
-static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t n,
-                              float grad_scale, float smoothing) {
+static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t n, float grad_scale,
+                              float smoothing) {
     float zmax = z[0], zsum = z[0];
     for (int64_t j = 1; j < n; j++) {
         zmax = z[j] > zmax ? z[j] : zmax;
@@ -151,8 +151,8 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
     }
     // (zmax - z_label) first: with large logits, adding zmax to the small log term
     // first would round it away.
-    float target = smoothing == 0.0f ? zmax - z_label
-                                     : (zmax - (1.0f - smoothing) * z_label) - spread * zsum;
+    float target =
+        smoothing == 0.0f ? zmax - z_label : (zmax - (1.0f - smoothing) * z_label) - spread * zsum;
     float loss = target + nn_log_ge1(sum);
     if (dz != NULL) {
         float inv = grad_scale / sum, off = grad_scale * spread;
@@ -163,8 +163,8 @@ static float softmax_xent_row(float *dz, const float *z, int32_t label, int64_t 
 }
 
 void mnc_softmax_xent_rows(float *dlogits, float *row_loss, const float *logits,
-                           const int32_t *labels, int64_t n, float grad_scale, float label_smoothing,
-                           int64_t i0, int64_t i1) {
+                           const int32_t *labels, int64_t n, float grad_scale,
+                           float label_smoothing, int64_t i0, int64_t i1) {
 #ifdef MNC_NN_X86
     const mnc_isa isa = mnc_isa_active();
     const int64_t lanes = isa == MNC_ISA_AVX512 ? 16 : isa == MNC_ISA_AVX2 ? 8 : 0;
@@ -194,8 +194,9 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, con
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
     // Parts of whole 16-row blocks: full SIMD blocks on either target.
-    SPLIT_LOOP(m, 16, mnc_softmax_xent_rows(dlogits, row_loss, logits, labels, n, grad_scale,
-                                            label_smoothing, lo, hi));
+    SPLIT_LOOP(m, 16,
+               mnc_softmax_xent_rows(dlogits, row_loss, logits, labels, n, grad_scale,
+                                     label_smoothing, lo, hi));
     *mean_loss = mnc_mean_loss(row_loss, m);
     return 0;
 }

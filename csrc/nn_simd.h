@@ -92,10 +92,9 @@ KERNEL_TARGET void SOFTMAX_XENT_ROWS(float *dz, float *row_loss, const float *z,
         if (dz != NULL) vscatter(dz + j, row_start, live, e);
         sum = vadd(sum, e);
     }
-    vec target = smoothing == 0.0f
-                     ? vsub(zmax, z_label)
-                     : vsub(vsub(zmax, vmul(vset1(1.0f - smoothing), z_label)),
-                            vmul(vset1(spread), zsum));
+    vec target = smoothing == 0.0f ? vsub(zmax, z_label)
+                                   : vsub(vsub(zmax, vmul(vset1(1.0f - smoothing), z_label)),
+                                          vmul(vset1(spread), zsum));
     vstore_mask(row_loss, live, vadd(target, log_ge1(sum)));
     if (dz != NULL) {
         vec inv = vdiv(vset1(grad_scale), sum), off = vset1(grad_scale * spread);

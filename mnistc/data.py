@@ -84,7 +84,9 @@ class DataSet:
         caller owns. Requires 1 <= batch_size <= num_examples (else ValueError)."""
         batch_size = operator.index(batch_size)
         if not 1 <= batch_size <= self.num_examples:
-            raise ValueError(f"batch_size must be in 1..num_examples={self.num_examples}, got {batch_size}")
+            raise ValueError(
+                f"batch_size must be in 1..num_examples={self.num_examples}, got {batch_size}"
+            )
         if self._permutation.size == 0:
             self._start_epoch()
         start = self._index_in_epoch
@@ -120,11 +122,15 @@ class DataSet:
         try:
             epochs, index = state["epochs_completed"], state["index_in_epoch"]
         except (KeyError, TypeError) as error:
-            raise DataError(f"data position {state!r} lacks epochs_completed/index_in_epoch") from error
+            raise DataError(
+                f"data position {state!r} lacks epochs_completed/index_in_epoch"
+            ) from error
         if not all(_is_integer(value) for value in (epochs, index)):
             raise DataError(f"data position {state!r} must hold integers")
         permutation = np.asarray(permutation)
-        if permutation.ndim != 1 or (permutation.size and not np.issubdtype(permutation.dtype, np.integer)):
+        if permutation.ndim != 1 or (
+            permutation.size and not np.issubdtype(permutation.dtype, np.integer)
+        ):
             shape = f"{permutation.dtype} {permutation.shape}"
             raise DataError(f"data permutation must be a 1-D integer array, got {shape}")
         if permutation.size == 0:
@@ -133,7 +139,9 @@ class DataSet:
         else:
             n = self.num_examples
             if permutation.size != n:
-                raise DataError(f"data permutation has {permutation.size} entries, the data set {n} examples")
+                raise DataError(
+                    f"data permutation has {permutation.size} entries, the data set {n} examples"
+                )
             if not np.array_equal(np.sort(permutation), np.arange(n)):
                 raise DataError("data permutation is not a permutation of 0..N-1")
             if epochs < 0 or not 0 <= index < n:
@@ -165,8 +173,15 @@ def _read_pair(spec, images_path, labels_path):
     return images.reshape(images.shape[0], spec.image_pixels), labels
 
 
-def read_data_sets(data_dir=None, fake_data=False, validation_size=5000, rng=None,
-                   download=True, dataset=datasets.DEFAULT, progress=None):
+def read_data_sets(
+    data_dir=None,
+    fake_data=False,
+    validation_size=5000,
+    rng=None,
+    download=True,
+    dataset=datasets.DEFAULT,
+    progress=None,
+):
     """Datasets(train, validation, test) of a registered data set (mnistc.datasets), images
     uint8 [N, pixels], labels uint8 [N].
 
@@ -190,7 +205,11 @@ def read_data_sets(data_dir=None, fake_data=False, validation_size=5000, rng=Non
         download_missing(spec, data_dir, progress=progress)
         missing = datasets.missing_files(spec, data_dir)
     if missing:
-        why = "downloading is off" if not download else "this folder is only read, never downloaded into"
+        why = (
+            "downloading is off"
+            if not download
+            else "this folder is only read, never downloaded into"
+        )
         raise DataError(
             f"{data_dir}: missing {spec.title} files {', '.join(missing)} (raw or .gz) and {why}; "
             f"put the files there or pass --data-dir DIR"
@@ -207,8 +226,10 @@ def read_data_sets(data_dir=None, fake_data=False, validation_size=5000, rng=Non
         test_images, test_labels = test_pair.result()
     n_train = train_images.shape[0]
     if not 0 <= validation_size <= n_train:
-        raise ValueError(f"--validation-size must be in 0..{n_train} (the {spec.title} training "
-                         f"set's size), got {validation_size}")
+        raise ValueError(
+            f"--validation-size must be in 0..{n_train} (the {spec.title} training "
+            f"set's size), got {validation_size}"
+        )
     return Datasets(
         train=DataSet(train_images[validation_size:], train_labels[validation_size:], rng),
         validation=DataSet(train_images[:validation_size], train_labels[:validation_size], rng),

@@ -122,12 +122,16 @@ def _parse(stream, is_gzip, size, expected_magic):
 
     dims_bytes = _read_up_to(stream, 4 * ndim)
     if len(dims_bytes) < 4 * ndim:
-        raise _Fault(f"truncated header: expected {4 + 4 * ndim} bytes, found {4 + len(dims_bytes)}")
+        raise _Fault(
+            f"truncated header: expected {4 + 4 * ndim} bytes, found {4 + len(dims_bytes)}"
+        )
     dims = struct.unpack(f">{ndim}I", dims_bytes)
     dtype = _DTYPES[dtype_code]
     nbytes = math.prod(dims) * dtype.itemsize
     if nbytes > MAX_IDX_BYTES:
-        raise _Fault(f"dimensions {dims} need {nbytes} bytes of data, more than the limit {MAX_IDX_BYTES}")
+        raise _Fault(
+            f"dimensions {dims} need {nbytes} bytes of data, more than the limit {MAX_IDX_BYTES}"
+        )
 
     room = size - (4 + 4 * ndim)  # checked before anything is read or allocated
     if is_gzip and nbytes > room:
@@ -139,7 +143,9 @@ def _parse(stream, is_gzip, size, expected_magic):
         if room < nbytes:
             raise _Fault(f"truncated data: expected {nbytes} bytes of data, found {room}")
         if room > nbytes:
-            raise _Fault(f"{room - nbytes} bytes of trailing garbage after the {nbytes} bytes of data")
+            raise _Fault(
+                f"{room - nbytes} bytes of trailing garbage after the {nbytes} bytes of data"
+            )
     body = _read_up_to(stream, nbytes)
     if len(body) < nbytes:
         raise _Fault(f"truncated data: expected {nbytes} bytes of data, found {len(body)}")
@@ -175,7 +181,9 @@ def write(path, array, compress=None):
     path = pathlib.Path(path)
     array = np.asarray(array)
     if array.dtype not in _CODES:
-        raise TypeError(f"IDX cannot store dtype {array.dtype}; use one of {sorted(map(str, _CODES))}")
+        raise TypeError(
+            f"IDX cannot store dtype {array.dtype}; use one of {sorted(map(str, _CODES))}"
+        )
     if not 1 <= array.ndim <= MAX_NDIM:
         raise ValueError(f"IDX arrays must have 1..{MAX_NDIM} dimensions, got {array.ndim}")
     if max(array.shape) >= 2**32:
@@ -183,7 +191,9 @@ def write(path, array, compress=None):
     if compress is None:
         compress = path.name.endswith(".gz")
     header = struct.pack(f">HBB{array.ndim}I", 0, _CODES[array.dtype], array.ndim, *array.shape)
-    body = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">")).reshape(-1).view(np.uint8)
+    body = (
+        np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">")).reshape(-1).view(np.uint8)
+    )
     with atomic_output(path) as out:
         if compress:  # mtime=0: the same array always gives the same bytes
             with gzip.GzipFile(filename=path.name, fileobj=out, mode="wb", mtime=0) as sink:
@@ -216,5 +226,7 @@ def read_labels(path, num_classes):
     out_of_range = np.flatnonzero(labels >= num_classes)
     if out_of_range.size:
         index = int(out_of_range[0])
-        raise DataError(f"{path}: label {labels[index]} at index {index} is outside 0..{num_classes - 1}")
+        raise DataError(
+            f"{path}: label {labels[index]} at index {index} is outside 0..{num_classes - 1}"
+        )
     return labels

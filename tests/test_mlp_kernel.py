@@ -362,6 +362,7 @@ def test_training_without_packing_memory_is_bit_identical(optimizer):
     that cannot be had (gemm.c's test cap), the step runs on one thread and each GEMM takes
     its unbuffered path: the same bits, partial batches included."""
     import ctypes
+
     limit = ctypes.CDLL(K.__file__).mnc_gemm_test_pack_limit
     limit.argtypes, limit.restype = [ctypes.c_size_t], ctypes.c_size_t
     sizes, batch, steps = NARROW
@@ -371,9 +372,12 @@ def test_training_without_packing_memory_is_bit_identical(optimizer):
         net, _, weights, biases, state = kernel_with(*init_params(sizes, 3), batch, optimizer)
         limit(cap)
         try:
-            losses = [net.train_step(images, labels, idx[:batch - i % 7],
-                                     OPTIMIZERS[optimizer][2], n_threads=2)
-                      for i, idx in enumerate(index_batches(2000, batch, 4, 3))]
+            losses = [
+                net.train_step(
+                    images, labels, idx[: batch - i % 7], OPTIMIZERS[optimizer][2], n_threads=2
+                )
+                for i, idx in enumerate(index_batches(2000, batch, 4, 3))
+            ]
         finally:
             calls = limit(ctypes.c_size_t(-1).value)
         assert (calls > 0) == (cap == 0)
