@@ -2,7 +2,8 @@
 NumPy (and in PyTorch and JAX when installed), measured side by side in one session.
 
 Groups: `step` (one training step, batch fetch included, the small, wide and fast-recipe
-nets, 1 and 2 threads) and `epoch` (one pass over the 55000 training examples of the tutorial's net).
+nets, 1 and 2 threads) and `epoch` (one pass over the 55000 training examples of the
+tutorial's net).
 Each step row records its GFLOP/s and percentage of this machine's FMA peak at its
 thread count (measured in the same session, bench/conftest.py). Compare rows of one run,
 never numbers from different runs. See bench/README.md.
