@@ -123,6 +123,19 @@ static void run_bias(const step_ctx *s, int l, int tid, int rotate) {
         bias_columns(s, l, mnc_split(n, 16, p, parts), mnc_split(n, 16, p + 1, parts));
 }
 
+// On a team, layer 0's forward GEMM reads all of W_0 on every core, but the previous
+// step's weight-gradient GEMM updated it in parts, each on its own core, so half of it
+// sits modified in the other core's cache. Asked for ahead (while the gather waits on
+// memory), those lines cross over in parallel instead of one stall at a time inside the
+// kernel. Only for a W_0 read in place (small enough to stay in L2); a packed one streams.
+static void prefetch_first_weights(const step_ctx *s) {
+    mnc_gemm_plan g;
+    if (plan_forward(&g, s, 0) != 0 || g.b_packed || g.row_path) return;
+    const char *w = (const char *)s->net->weights[0];
+    int64_t bytes = s->net->sizes[0] * s->net->sizes[1] * (int64_t)sizeof(float);
+    for (int64_t offset = 0; offset < bytes; offset += 64) MNC_PREFETCH_L2(w + offset);
+}
+
 static void sync(const step_ctx *s) {
     if (s->threads > 1) {
 #pragma omp barrier
@@ -142,6 +155,7 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
     for (int p = tid; p < parts; p += T)
         mnc_gather_scale_rows(buf->input, buf->labels, s->images, s->labels, s->idx, s->image_size,
                               s->scale, mnc_split(m, 1, p, parts), mnc_split(m, 1, p + 1, parts));
+    if (T > 1) prefetch_first_weights(s);
     sync(s);
     for (int64_t b = 0; b < m; b++)  // every walker finds the same
         if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
