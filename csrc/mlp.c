@@ -5,16 +5,22 @@
 
 #include "internal.h"
 
+static int is_transposed(const mnc_mlp *net, int l) {
+    return net->transposed != NULL && net->transposed[l] != 0;
+}
+
 // Forward pass of rows [0, m) already gathered into buf->input; logits end up in
 // buf->activations[n_layers - 1].
+
 static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, int n_threads) {
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
         int64_t k = net->sizes[l], n = net->sizes[l + 1];
+        int t = is_transposed(net, l);
         // Bias and ReLU ride in the GEMM's epilogue: no second pass over the activations.
         mnc_epilogue ep = {net->biases[l], l + 1 < net->n_layers, NULL, 0};
-        mnc_sgemm_f32(0, 0, m, n, k, 1.0f, x, k, net->weights[l], n, 0.0f, buf->activations[l], n,
-                      &ep, n_threads);
+        mnc_sgemm_f32(0, t, m, n, k, 1.0f, x, k, net->weights[l], t ? k : n, 0.0f,
+                      buf->activations[l], n, &ep, n_threads);
         x = buf->activations[l];
     }
 }
@@ -28,6 +34,13 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // dW_l runs a phase after dX_l because with plain SGD it updates W_l in place, which dX_l
 // must read first. A kernel's parts are the splits of gemm.c and nn.c, which never change
 // how an element is computed, so the step's bits do not depend on the thread count.
+//
+// A layer stored transposed (mnistc.h) has its forward and dW GEMMs split here instead,
+// by the same output columns on the same walker, so each walker reads and writes only its
+// own contiguous rows of W_lᵀ. gemm.c's own splits would give a walker all of W_l in the
+// forward GEMM (by batch rows) or interleaved pieces of every row; either way half of the
+// lines the previous dW wrote on one core are next read, or written, on the other, and
+// each such line stalls the kernel while it crosses between the cores' caches.
 
 // Work per part inside the region: a part costs a barrier (a fraction of a microsecond
 // while the team spins), not a team start, so far less than the kernels ask of a thread
@@ -52,13 +65,34 @@ static const float *layer_input(const step_ctx *s, int l) {
     return l > 0 ? s->buf->activations[l - 1] : s->buf->input;
 }
 
-// The GEMMs of the step. Forward: bias and ReLU ride in the epilogue.
-static int plan_forward(mnc_gemm_plan *g, const step_ctx *s, int l) {
+// The parts of a transposed layer's forward and dW GEMMs: columns (in 16-float units) of
+// its outputs; part p runs on walker p.
+static int column_parts(const step_ctx *s, int l) {
+    int64_t k = s->net->sizes[l], n = s->net->sizes[l + 1];
+    double flops = 2.0 * (double)s->m * (double)n * (double)k;
+    int parts =
+        mnc_team_size(s->threads, flops > 9e18 ? INT64_MAX : (int64_t)flops, REGION_MIN_FLOPS);
+    int64_t units = (n + 15) / 16;
+    return units < parts ? (int)units : parts;
+}
+
+static int64_t column_start(const step_ctx *s, int l, int part, int parts) {
+    return mnc_split(s->net->sizes[l + 1], 16, part, parts);
+}
+
+// The GEMMs of the step. Forward: bias and ReLU ride in the epilogue. For a transposed
+// layer, output columns [j0, j1) on one walker; else all of them on the team.
+static int plan_forward(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64_t j1) {
     const mnc_mlp *net = s->net;
     int64_t k = net->sizes[l], n = net->sizes[l + 1];
-    mnc_epilogue ep = {net->biases[l], l + 1 < net->n_layers, NULL, 0};
-    return mnc_gemm_plan_init(g, 0, 0, s->m, n, k, 1.0f, layer_input(s, l), k, net->weights[l], n,
-                              0.0f, s->buf->activations[l], n, &ep, s->threads, REGION_MIN_FLOPS);
+    const float *w = net->weights[l];
+    mnc_epilogue ep = {net->biases[l] + j0, l + 1 < net->n_layers, NULL, 0};
+    if (is_transposed(net, l))
+        return mnc_gemm_plan_init(g, 0, 1, s->m, j1 - j0, k, 1.0f, layer_input(s, l), k, w + j0 * k,
+                                  k, 0.0f, s->buf->activations[l] + j0, n, &ep, 1,
+                                  REGION_MIN_FLOPS);
+    return mnc_gemm_plan_init(g, 0, 0, s->m, n, k, 1.0f, layer_input(s, l), k, w, n, 0.0f,
+                              s->buf->activations[l], n, &ep, s->threads, REGION_MIN_FLOPS);
 }
 
 // dZ_{l-1} = (dZ_l W_lᵀ) ⊙ [H_{l-1} > 0], from the weights before their update (l > 0).
@@ -66,18 +100,27 @@ static int plan_dx(mnc_gemm_plan *g, const step_ctx *s, int l) {
     const mnc_mlp *net = s->net;
     int64_t k = net->sizes[l], n = net->sizes[l + 1];
     mnc_epilogue ep = {NULL, 0, s->buf->activations[l - 1], k};
+    if (is_transposed(net, l))  // W_lᵀ as stored is the right operand
+        return mnc_gemm_plan_init(g, 0, 0, s->m, k, n, 1.0f, s->buf->grads[l], n, net->weights[l],
+                                  k, 0.0f, s->buf->grads[l - 1], k, &ep, s->threads,
+                                  REGION_MIN_FLOPS);
     return mnc_gemm_plan_init(g, 0, 1, s->m, k, n, 1.0f, s->buf->grads[l], n, net->weights[l], n,
                               0.0f, s->buf->grads[l - 1], k, &ep, s->threads, REGION_MIN_FLOPS);
 }
 
 // The weight gradient H_{l-1}ᵀ dZ_l (the batch is the reduction): with plain SGD the
 // update W_l -= lr·(it) as the GEMM's beta = 1, so dW is never stored; else into
-// opt->grads at W_l's offset.
-static int plan_dw(mnc_gemm_plan *g, const step_ctx *s, int l) {
+// opt->grads at W_l's offset. For a transposed layer, dZ_lᵀ H_{l-1} into rows [j0, j1)
+// of W_lᵀ on one walker (the same products, each pair's factors swapped).
+static int plan_dw(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64_t j1) {
     const mnc_mlp *net = s->net;
     int64_t k = net->sizes[l], n = net->sizes[l + 1];
     float *c = net->weights[l], alpha = -s->lr, beta = 1.0f;
     if (s->opt != NULL) c = s->opt->grads + (c - s->opt->params), alpha = 1.0f, beta = 0.0f;
+    if (is_transposed(net, l))
+        return mnc_gemm_plan_init(g, 1, 0, j1 - j0, k, s->m, alpha, s->buf->grads[l] + j0, n,
+                                  layer_input(s, l), k, beta, c + j0 * k, k, NULL, 1,
+                                  REGION_MIN_FLOPS);
     return mnc_gemm_plan_init(g, 1, 0, k, n, s->m, alpha, layer_input(s, l), k, s->buf->grads[l], n,
                               beta, c, n, NULL, s->threads, REGION_MIN_FLOPS);
 }
@@ -95,14 +138,35 @@ static int first_part(int tid, int threads, int rotate) {
     return ((tid - rotate) % threads + threads) % threads;
 }
 
-static void run_gemm(const step_ctx *s, const mnc_gemm_plan *g, int tid, int rotate) {
+// Parts first, first + stride, ... of plan g on walker tid, with its packing buffer.
+static void run_parts(const step_ctx *s, const mnc_gemm_plan *g, int tid, int first, int stride) {
     if (s->pack == NULL && g->slot > 0) {  // no buffer for the region: one walker, alone
         mnc_gemm_execute(g);
         return;
     }
     float *buf = s->pack != NULL ? s->pack + tid * s->pack_slot : NULL;
-    for (int p = first_part(tid, s->threads, rotate); p < g->team; p += s->threads)
-        mnc_gemm_run(g, buf, p);
+    for (int p = first; p < g->team; p += stride) mnc_gemm_run(g, buf, p);
+}
+
+static void run_gemm(const step_ctx *s, const mnc_gemm_plan *g, int tid, int rotate) {
+    run_parts(s, g, tid, first_part(tid, s->threads, rotate), s->threads);
+}
+
+// Layer l's forward (dw = 0) or weight-gradient (dw = 1) GEMM: on the team as gemm.c
+// splits it, or for a transposed layer this walker's columns.
+static void run_layer(const step_ctx *s, int l, int dw, int tid, int rotate) {
+    mnc_gemm_plan g;
+    int64_t n = s->net->sizes[l + 1];
+    if (!is_transposed(s->net, l)) {
+        if ((dw ? plan_dw(&g, s, l, 0, n) : plan_forward(&g, s, l, 0, n)) == 0)
+            run_gemm(s, &g, tid, rotate);
+        return;
+    }
+    int parts = column_parts(s, l);
+    if (tid >= parts) return;
+    int64_t j0 = column_start(s, l, tid, parts), j1 = column_start(s, l, tid + 1, parts);
+    if ((dw ? plan_dw(&g, s, l, j0, j1) : plan_forward(&g, s, l, j0, j1)) == 0)
+        run_parts(s, &g, tid, 0, 1);  // a one-part plan, this walker's
 }
 
 // Columns [j0, j1) of layer l's bias from dZ_l's column sums: with plain SGD b -= lr·sum,
@@ -121,19 +185,6 @@ static void run_bias(const step_ctx *s, int l, int tid, int rotate) {
     int parts = parts_for(s, s->m * n, n, 16);
     for (int p = first_part(tid, s->threads, rotate); p < parts; p += s->threads)
         bias_columns(s, l, mnc_split(n, 16, p, parts), mnc_split(n, 16, p + 1, parts));
-}
-
-// On a team, layer 0's forward GEMM reads all of W_0 on every core, but the previous
-// step's weight-gradient GEMM updated it in parts, each on its own core, so half of it
-// sits modified in the other core's cache. Asked for ahead (while the gather waits on
-// memory), those lines cross over in parallel instead of one stall at a time inside the
-// kernel. Only for a W_0 read in place (small enough to stay in L2); a packed one streams.
-static void prefetch_first_weights(const step_ctx *s) {
-    mnc_gemm_plan g;
-    if (plan_forward(&g, s, 0) != 0 || g.b_packed || g.row_path) return;
-    const char *w = (const char *)s->net->weights[0];
-    int64_t bytes = s->net->sizes[0] * s->net->sizes[1] * (int64_t)sizeof(float);
-    for (int64_t offset = 0; offset < bytes; offset += 64) MNC_PREFETCH_L2(w + offset);
 }
 
 static void sync(const step_ctx *s) {
@@ -155,13 +206,12 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
     for (int p = tid; p < parts; p += T)
         mnc_gather_scale_rows(buf->input, buf->labels, s->images, s->labels, s->idx, s->image_size,
                               s->scale, mnc_split(m, 1, p, parts), mnc_split(m, 1, p + 1, parts));
-    if (T > 1) prefetch_first_weights(s);
     sync(s);
     for (int64_t b = 0; b < m; b++)  // every walker finds the same
         if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
 
     for (int l = 0; l <= last; l++) {
-        if (plan_forward(&g, s, l) == 0) run_gemm(s, &g, tid, 0);
+        run_layer(s, l, 0, tid, 0);
         sync(s);
     }
     parts = parts_for(s, m * classes, m, 16);
@@ -174,7 +224,7 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
 
     for (int l = last; l >= -1; l--) {  // phase l: dw l+1, dx l, db l
         int rotate = 0;
-        if (l + 1 <= last && plan_dw(&g, s, l + 1) == 0) run_gemm(s, &g, tid, rotate++);
+        if (l + 1 <= last) run_layer(s, l + 1, 1, tid, rotate++);
         if (l > 0 && plan_dx(&g, s, l) == 0) run_gemm(s, &g, tid, rotate++);
         if (l >= 0) run_bias(s, l, tid, rotate);
         sync(s);
@@ -195,9 +245,13 @@ static int64_t step_pack_slot(const step_ctx *s) {
     int64_t most = 0;
     mnc_gemm_plan g;
     for (int l = 0; l < s->net->n_layers; l++) {
-        if (plan_forward(&g, s, l) == 0 && g.slot > most) most = g.slot;
+        int parts = is_transposed(s->net, l) ? column_parts(s, l) : 1;
+        for (int p = 0; p < parts; p++) {
+            int64_t j0 = column_start(s, l, p, parts), j1 = column_start(s, l, p + 1, parts);
+            if (plan_forward(&g, s, l, j0, j1) == 0 && g.slot > most) most = g.slot;
+            if (plan_dw(&g, s, l, j0, j1) == 0 && g.slot > most) most = g.slot;
+        }
         if (l > 0 && plan_dx(&g, s, l) == 0 && g.slot > most) most = g.slot;
-        if (plan_dw(&g, s, l) == 0 && g.slot > most) most = g.slot;
     }
     return (most + 15) / 16 * 16;
 }

@@ -90,6 +90,7 @@ cdef extern from "mnistc.h" nogil:
         const int64_t *sizes
         float **weights
         float **biases
+        const int *transposed
     ctypedef struct mnc_mlp_buffers:
         int64_t batch
         float *input
@@ -227,6 +228,15 @@ cdef cnp.ndarray _array(str name, object x, int typenum, int ndim):
     if not cnp.PyArray_ISALIGNED(arr):
         raise ValueError(f"{name} must be aligned to its dtype (copy it with numpy.array)")
     return arr
+
+
+cdef bint _is_transposed(object w) except -1:
+    """Whether weight matrix w is stored transposed: 2-D and Fortran- but not
+    C-contiguous (a matrix that is both, one row or column, counts as untransposed)."""
+    if cnp.PyArray_Check(w) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 2:
+        return (cnp.PyArray_IS_F_CONTIGUOUS(<cnp.ndarray>w)
+                and not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>w))
+    return False
 
 
 cdef cnp.ndarray _output(str name, object out, Py_ssize_t rows, Py_ssize_t cols=-1,
@@ -714,8 +724,11 @@ def optimizer_update(kind, params, grads, state=(), *, double lr, step, momentum
 cdef class MLPKernel:
     """Binds an MLP's parameter arrays and per-batch scratch buffers to the C driver.
 
-    weights[l] is [sizes[l], sizes[l+1]] and biases[l] is [sizes[l+1]], float32,
-    C-contiguous; they are updated in place by train_step. The arrays are kept alive
+    weights[l] is [sizes[l], sizes[l+1]] and biases[l] is [sizes[l+1]], float32; they
+    are updated in place by train_step. A weight matrix is C-contiguous, or
+    Fortran-contiguous (the transpose of a C-contiguous [sizes[l+1], sizes[l]]): the same
+    results, and with several threads that layer's GEMMs split so that no core writes
+    the weights another reads (mnistc.h). Biases are C-contiguous. The arrays are kept alive
     by this object; the scratch buffers are allocated once, here. It trains by plain
     SGD (fused into the backward pass) until set_optimizer says otherwise.
     """
@@ -728,6 +741,7 @@ cdef class MLPKernel:
     cdef tuple _optimizer_arrays  # (block, gradient block, state arrays...), kept alive
     cdef int64_t *sizes
     cdef float **wptr
+    cdef int *tptr
     cdef float **bptr
     cdef float **aptr
     cdef float **gptr
@@ -741,6 +755,7 @@ cdef class MLPKernel:
     def __cinit__(self):
         self.sizes = NULL
         self.wptr = self.bptr = self.aptr = self.gptr = NULL
+        self.tptr = NULL
 
     def __init__(self, weights, biases, Py_ssize_t batch_size):
         cdef Py_ssize_t n_layers = len(weights), l
@@ -749,8 +764,10 @@ cdef class MLPKernel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sizes = [0] * (n_layers + 1)
+        transposed = [_is_transposed(weights[l]) for l in range(n_layers)]
         for l in range(n_layers):
-            for what, arr in ((f"weights[{l}]", _array(f"weights[{l}]", weights[l], F32, 2)),
+            w = weights[l].T if transposed[l] else weights[l]
+            for what, arr in ((f"weights[{l}]", _array(f"weights[{l}]", w, F32, 2)),
                               (f"biases[{l}]", _array(f"biases[{l}]", biases[l], F32, 1))):
                 if not cnp.PyArray_ISWRITEABLE(arr):
                     raise ValueError(f"{what} must be writeable (train_step updates it in place)")
@@ -781,12 +798,14 @@ cdef class MLPKernel:
         self.bptr = <float **>calloc(n_layers, sizeof(float *))
         self.aptr = <float **>calloc(n_layers, sizeof(float *))
         self.gptr = <float **>calloc(n_layers, sizeof(float *))
-        if not (self.sizes and self.wptr and self.bptr and self.aptr and self.gptr):
+        self.tptr = <int *>calloc(n_layers, sizeof(int))
+        if not (self.sizes and self.wptr and self.bptr and self.aptr and self.gptr and self.tptr):
             raise MemoryError()
         for l in range(n_layers + 1):
             self.sizes[l] = sizes[l]
         for l in range(n_layers):
-            self.wptr[l] = _f32(weights[l])
+            self.wptr[l] = _f32(weights[l].T if transposed[l] else weights[l])
+            self.tptr[l] = transposed[l]
             self.bptr[l] = _f32(biases[l])
             self.aptr[l] = _f32(acts[l])
             self.gptr[l] = _f32(grads[l])
@@ -794,6 +813,7 @@ cdef class MLPKernel:
         self.net.sizes = self.sizes
         self.net.weights = self.wptr
         self.net.biases = self.bptr
+        self.net.transposed = self.tptr
         self.buf.batch = batch_size
         self.buf.input = _f32(inputs)
         self.buf.labels = _i32(labels)
@@ -875,6 +895,7 @@ cdef class MLPKernel:
 
     def __dealloc__(self):
         free(self.sizes); free(self.wptr); free(self.bptr); free(self.aptr); free(self.gptr)
+        free(self.tptr)
 
     @property
     def activations(self):

@@ -116,12 +116,7 @@ class MLP:
         self.names = layer_names(len(hidden))
         self.shapes = shapes = parameter_shapes(self.sizes)
         self._block = np.zeros(sum(math.prod(s) for s in shapes.values()), np.float32)
-        self.params = {}
-        offset = 0
-        for name, shape in shapes.items():
-            size = math.prod(shape)
-            self.params[name] = self._block[offset : offset + size].reshape(shape)
-            offset += size
+        self.params = self._views(self._block)
         self._kernel = _kernels.MLPKernel(
             [self.params[f"{n}/weights"] for n in self.names],
             [self.params[f"{n}/biases"] for n in self.names],
@@ -137,6 +132,33 @@ class MLP:
             tuple(self._optimizer_state.values()),
             **optimizer.hyperparameters,
         )
+
+    def _views(self, block):
+        """{name: view} of every parameter in a block of the parameters' layout (the
+        parameters', their gradients' or an optimizer state's). The first layer's weights
+        are stored transposed (W1ᵀ row-major, viewed as a Fortran-ordered W1): the kernels
+        then split its GEMMs so that no core writes the rows another reads (mnistc.h).
+        Every other tensor is stored as its shape says, in block order."""
+        views, offset = {}, 0
+        for name, shape in self.shapes.items():
+            size = math.prod(shape)
+            piece = block[offset : offset + size]
+            offset += size
+            first_weights = name == f"{self.names[0]}/weights"
+            views[name] = piece.reshape(shape[::-1]).T if first_weights else piece.reshape(shape)
+        return views
+
+    def _to_canonical(self, block):
+        """A copy of a block of the parameters' layout with every tensor in row-major
+        order (the order checkpoints store), in block order."""
+        return np.concatenate([view.ravel() for view in self._views(block).values()])
+
+    def _from_canonical(self, block, flat):
+        """Fill a block of the parameters' layout from _to_canonical's order."""
+        offset = 0
+        for view in self._views(block).values():
+            view[...] = flat[offset : offset + view.size].reshape(view.shape)
+            offset += view.size
 
     @property
     def hidden(self):
@@ -226,7 +248,7 @@ class MLP:
         "optimizer/<name>" for each of optimizer.state_names (float32, [n_params], the
         parameter block's layout; none for plain SGD), and the number of optimizer
         updates taken (Adam's t)."""
-        tensors = {name: value.copy() for name, value in self._optimizer_state.items()}
+        tensors = {name: self._to_canonical(value) for name, value in self._optimizer_state.items()}
         return tensors, self._kernel.optimizer_step
 
     def load_optimizer_state(self, tensors, step):
@@ -257,4 +279,4 @@ class MLP:
                 )
         self._kernel.optimizer_step = step  # checked there: TypeError, ValueError
         for name, value in self._optimizer_state.items():
-            value[...] = tensors[name]
+            self._from_canonical(value, tensors[name])

@@ -72,23 +72,41 @@ OPTIMIZERS = {
 }
 
 
-def blocked(weights, biases):
+# Which layers' weights are stored transposed (W_lᵀ row-major, seen as a Fortran-ordered
+# W_l): the model's layout transposes the first; the arithmetic must not notice.
+LAYOUTS = {"row-major": (), "first-transposed": (0,), "all-transposed": (0, 1, 2)}
+
+
+def blocked(weights, biases, transposed=()):
     """(block, weights, biases): copies of the parameters as views of one float32 block in
-    the model's layout (W0, b0, W1, b1, ...)."""
+    block order (W0, b0, W1, b1, ...), weights[l] stored as W_lᵀ for l in `transposed`."""
     arrays = [a for pair in zip(weights, biases) for a in pair]
-    block = np.concatenate([a.ravel() for a in arrays]).astype(F32)
+    stored = [a.T if i % 2 == 0 and i // 2 in transposed else a for i, a in enumerate(arrays)]
+    block = np.concatenate([np.ascontiguousarray(a).ravel() for a in stored]).astype(F32)
     views, offset = [], 0
-    for a in arrays:
-        views.append(block[offset : offset + a.size].reshape(a.shape))
+    for a, kept in zip(arrays, stored):
+        piece = block[offset : offset + a.size].reshape(kept.shape)
+        views.append(piece if kept is a else piece.T)
         offset += a.size
     return block, views[0::2], views[1::2]
 
 
-def kernel_with(weights, biases, batch, optimizer):
+def row_major_block(block, sizes, transposed):
+    """A block of LAYOUTS' layout `transposed` rewritten with every weight row-major."""
+    pieces, offset = [], 0
+    for layer, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        w = block[offset : offset + k * n]
+        bias = block[offset + k * n : offset + k * n + n]
+        pieces += [w.reshape(n, k).T.ravel() if layer in transposed else w, bias]
+        offset += k * n + n
+    return np.concatenate(pieces)
+
+
+def kernel_with(weights, biases, batch, optimizer, layout="row-major"):
     """(net, block, weights, biases, state): an MLPKernel over a block holding copies of
-    the parameters, trained by OPTIMIZERS[optimizer] from zero state."""
+    the parameters in LAYOUTS[layout], trained by OPTIMIZERS[optimizer] from zero state."""
     kind, hyper, _ = OPTIMIZERS[optimizer]
-    block, w, b = blocked(weights, biases)
+    block, w, b = blocked(weights, biases, LAYOUTS[layout])
     net = K.MLPKernel(w, b, batch)
     state = tuple(np.zeros_like(block) for _ in K.OPTIMIZER_STATE[kind])
     if optimizer != "sgd":
@@ -97,15 +115,20 @@ def kernel_with(weights, biases, batch, optimizer):
 
 
 @functools.lru_cache(maxsize=None)
-def train_c(sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd"):
+def train_c(
+    sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd", layout="row-major"
+):
     """(weights, biases, losses, state) after `steps` C training steps with
-    OPTIMIZERS[optimizer] (lr None: its rate); cached, treat as read-only."""
+    OPTIMIZERS[optimizer] (lr None: its rate) on parameters in LAYOUTS[layout]; cached,
+    treat as read-only."""
     images, labels = dataset(2000, sizes[0], seed, sizes[-1])
     lr = OPTIMIZERS[optimizer][2] if lr is None else lr
     previous = K.isa_active()
     K.set_isa(isa)
     try:
-        net, _, weights, biases, state = kernel_with(*init_params(sizes, seed), batch, optimizer)
+        net, _, weights, biases, state = kernel_with(
+            *init_params(sizes, seed), batch, optimizer, layout
+        )
         losses = [
             net.train_step(images, labels, idx, lr, n_threads=n_threads)
             for idx in index_batches(2000, batch, steps, seed)
@@ -116,13 +139,16 @@ def train_c(sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd
 
 
 def assert_same_training(a, b, what):
+    """Two train_c results are the same bits: losses, parameters (compared in row-major
+    order, whatever their layout) and, for runs of one layout, the optimizer state."""
     (wa, ba, la, sa), (wb, bb, lb, sb) = a, b
     assert la.tobytes() == lb.tobytes(), f"{what}: losses differ"
     for i, (x, y) in enumerate(zip(wa + ba, wb + bb)):
         assert x.tobytes() == y.tobytes(), (
             f"{what}: parameter {i} differs, max rel {max_rel_diff(x, y):.3g}"
         )
-    for i, (x, y) in enumerate(zip(sa, sb)):
+    same_layout = all(x.strides == y.strides for x, y in zip(wa, wb))
+    for i, (x, y) in enumerate(zip(sa, sb) if same_layout else ()):
         assert x.tobytes() == y.tobytes(), f"{what}: optimizer state {i} differs"
 
 
@@ -356,8 +382,26 @@ def test_training_bit_identical_across_threads(isa, n_threads, config, optimizer
     )
 
 
+@pytest.mark.parametrize("layout", [name for name in LAYOUTS if name != "row-major"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
+def test_transposed_weights_train_bit_identically(isa, n_threads, config, optimizer, layout):
+    """Weights stored transposed change how a team splits the layer's GEMMs and which
+    operand is which, never a product or the order of a sum: the same bits as row-major
+    weights at one thread, at any thread count. The optimizer state, in the block's
+    layout, must then hold the same values in the same places."""
+    sizes, batch, steps = config
+    got = train_c(sizes, batch, steps, isa, n_threads, optimizer=optimizer, layout=layout)
+    want = train_c(sizes, batch, steps, isa, 1, optimizer=optimizer)
+    assert_same_training(got, want, f"{optimizer}, {layout}, on {isa} at {n_threads} threads")
+    for i, (x, y) in enumerate(zip(got[3], want[3])):
+        x = row_major_block(x, sizes, LAYOUTS[layout])
+        assert x.tobytes() == y.tobytes(), f"{optimizer}, {layout}: optimizer state {i} differs"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_training_without_packing_memory_is_bit_identical(optimizer):
+def test_training_without_packing_memory_is_bit_identical(optimizer, layout):
     """A threaded step reserves its GEMMs' packing buffer before its parallel region; when
     that cannot be had (gemm.c's test cap), the step runs on one thread and each GEMM takes
     its unbuffered path: the same bits, partial batches included."""
@@ -369,7 +413,9 @@ def test_training_without_packing_memory_is_bit_identical(optimizer):
     images, labels = dataset(2000, sizes[0], 3, sizes[-1])
     runs = []
     for cap in (ctypes.c_size_t(-1).value, 0):
-        net, _, weights, biases, state = kernel_with(*init_params(sizes, 3), batch, optimizer)
+        net, _, weights, biases, state = kernel_with(
+            *init_params(sizes, 3), batch, optimizer, layout
+        )
         limit(cap)
         try:
             losses = [
@@ -516,6 +562,25 @@ def test_evaluate_across_threads_is_bit_identical(isa, n_threads, eval_problem, 
     ref.assert_close(many, p["logits"], p["err"], "evaluate logits vs float64")
 
 
+@pytest.mark.parametrize("layout", [name for name in LAYOUTS if name != "row-major"])
+def test_evaluate_transposed_weights_bit_identical(isa, n_threads, eval_problem, layout):
+    """Evaluation with weights stored transposed: the same logits, bit for bit, as with
+    row-major weights, and the same count."""
+    p = eval_problem
+    _, weights, biases = blocked(p["weights"], p["biases"], LAYOUTS[layout])
+    assert any(w.flags.f_contiguous and not w.flags.c_contiguous for w in weights)
+    want = np.empty((250, 10), F32)
+    got = np.full((250, 10), np.nan, F32)
+    hits_want = K.MLPKernel(list(p["weights"]), list(p["biases"]), 33).evaluate(
+        p["images"], p["labels"], logits=want, n_threads=1
+    )
+    hits = K.MLPKernel(weights, biases, 33).evaluate(
+        p["images"], p["labels"], logits=got, n_threads=n_threads
+    )
+    np.testing.assert_array_equal(got, want)
+    assert hits == hits_want
+
+
 def test_evaluate_errors(eval_problem):
     p = eval_problem
     net = K.MLPKernel(list(p["weights"]), list(p["biases"]), 100)
@@ -604,8 +669,9 @@ def test_mlpkernel_constructor_checks():
         K.MLPKernel(w, [np.zeros(4, F32), b[1]], 4)
     with pytest.raises(TypeError, match=r"weights\[0\]"):
         K.MLPKernel([w[0].astype(np.float64), w[1]], b, 4)
-    with pytest.raises(ValueError, match=r"weights\[0\]"):
-        K.MLPKernel([np.asfortranarray(w[0]), w[1]], b, 4)
+    # C- or Fortran-contiguous (a transposed layout) only: every other row is neither.
+    with pytest.raises(ValueError, match=r"weights\[0\] must be C-contiguous"):
+        K.MLPKernel([np.repeat(w[0], 2, axis=0)[::2], w[1]], b, 4)
     with pytest.raises(ValueError, match="batch_size"):
         K.MLPKernel(w, b, 0)
     with pytest.raises(ValueError, match="one bias per weight"):
