@@ -399,6 +399,23 @@ def test_transposed_weights_train_bit_identically(isa, n_threads, config, optimi
         assert x.tobytes() == y.tobytes(), f"{optimizer}, {layout}: optimizer state {i} differs"
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_transposed_weights_on_small_batches(isa, n_threads, optimizer):
+    """Batches of 1 (the GEMMs' row path), 2, 13 and 100 rows: a transposed layout trains
+    to the same bits as row-major weights on one thread."""
+    sizes = (784, 128, 32, 10)
+    images, labels = dataset(500, sizes[0], 4, sizes[-1])
+    runs = []
+    for layout, threads in (("row-major", 1), ("first-transposed", n_threads)):
+        net, _, weights, biases, state = kernel_with(*init_params(sizes, 4), 100, optimizer, layout)
+        losses = [
+            net.train_step(images, labels, idx[:rows], OPTIMIZERS[optimizer][2], n_threads=threads)
+            for rows, idx in zip((1, 2, 13, 100, 1), index_batches(500, 100, 5, 4))
+        ]
+        runs.append((tuple(weights), tuple(biases), np.array(losses), state))
+    assert_same_training(runs[1], runs[0], f"{optimizer} on {isa} at {n_threads} threads")
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_training_without_packing_memory_is_bit_identical(optimizer, layout):
