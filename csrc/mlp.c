@@ -11,7 +11,6 @@ static int is_transposed(const mnc_mlp *net, int l) {
 
 // Forward pass of rows [0, m) already gathered into buf->input; logits end up in
 // buf->activations[n_layers - 1].
-
 static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, int n_threads) {
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
@@ -65,21 +64,6 @@ static const float *layer_input(const step_ctx *s, int l) {
     return l > 0 ? s->buf->activations[l - 1] : s->buf->input;
 }
 
-// The parts of a transposed layer's forward and dW GEMMs: columns (in 16-float units) of
-// its outputs; part p runs on walker p.
-static int column_parts(const step_ctx *s, int l) {
-    int64_t k = s->net->sizes[l], n = s->net->sizes[l + 1];
-    double flops = 2.0 * (double)s->m * (double)n * (double)k;
-    int parts =
-        mnc_team_size(s->threads, flops > 9e18 ? INT64_MAX : (int64_t)flops, REGION_MIN_FLOPS);
-    int64_t units = (n + 15) / 16;
-    return units < parts ? (int)units : parts;
-}
-
-static int64_t column_start(const step_ctx *s, int l, int part, int parts) {
-    return mnc_split(s->net->sizes[l + 1], 16, part, parts);
-}
-
 // The GEMMs of the step. Forward: bias and ReLU ride in the epilogue. For a transposed
 // layer, output columns [j0, j1) on one walker; else all of them on the team.
 static int plan_forward(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64_t j1) {
@@ -125,11 +109,25 @@ static int plan_dw(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64
                               beta, c, n, NULL, s->threads, REGION_MIN_FLOPS);
 }
 
-// The parts of a kernel of `work` elements (or columns, in units of `unit`, of `total`).
-static int parts_for(const step_ctx *s, int64_t work, int64_t total, int64_t unit) {
-    int parts = mnc_team_size(s->threads, work, REGION_MIN_ELEMENTS);
+// The parts of a kernel of `work` (at least min_work per part) over `total` rows or
+// columns, split in units of `unit`.
+static int parts_for(const step_ctx *s, int64_t work, int64_t min_work, int64_t total,
+                     int64_t unit) {
+    int parts = mnc_team_size(s->threads, work, min_work);
     int64_t units = (total + unit - 1) / unit;
     return units < parts ? (int)(units > 0 ? units : 1) : parts;
+}
+
+// The parts of a transposed layer's forward and dW GEMMs: its output columns, in 16-float
+// units; part p runs on walker p.
+static int column_parts(const step_ctx *s, int l) {
+    int64_t k = s->net->sizes[l], n = s->net->sizes[l + 1];
+    double flops = 2.0 * (double)s->m * (double)n * (double)k;
+    return parts_for(s, flops > 9e18 ? INT64_MAX : (int64_t)flops, REGION_MIN_FLOPS, n, 16);
+}
+
+static int64_t column_start(const step_ctx *s, int l, int part, int parts) {
+    return mnc_split(s->net->sizes[l + 1], 16, part, parts);
 }
 
 // The first part of a kernel this thread runs: part p runs on thread (p + rotate) % T,
@@ -182,7 +180,7 @@ static void bias_columns(const step_ctx *s, int l, int64_t j0, int64_t j1) {
 
 static void run_bias(const step_ctx *s, int l, int tid, int rotate) {
     int64_t n = s->net->sizes[l + 1];
-    int parts = parts_for(s, s->m * n, n, 16);
+    int parts = parts_for(s, s->m * n, REGION_MIN_ELEMENTS, n, 16);
     for (int p = first_part(tid, s->threads, rotate); p < parts; p += s->threads)
         bias_columns(s, l, mnc_split(n, 16, p, parts), mnc_split(n, 16, p + 1, parts));
 }
@@ -202,7 +200,7 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
     const int64_t m = s->m, classes = net->sizes[net->n_layers];
     mnc_gemm_plan g;
 
-    int parts = parts_for(s, m * s->image_size, m, 1);
+    int parts = parts_for(s, m * s->image_size, REGION_MIN_ELEMENTS, m, 1);
     for (int p = tid; p < parts; p += T)
         mnc_gather_scale_rows(buf->input, buf->labels, s->images, s->labels, s->idx, s->image_size,
                               s->scale, mnc_split(m, 1, p, parts), mnc_split(m, 1, p + 1, parts));
@@ -214,7 +212,7 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
         run_layer(s, l, 0, tid, 0);
         sync(s);
     }
-    parts = parts_for(s, m * classes, m, 16);
+    parts = parts_for(s, m * classes, REGION_MIN_ELEMENTS, m, 16);
     for (int p = tid; p < parts; p += T)
         mnc_softmax_xent_rows(buf->grads[last], buf->row_loss, buf->activations[last], buf->labels,
                               classes, 1.0f / (float)m, s->label_smoothing,
@@ -231,7 +229,7 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
     }
     if (s->opt != NULL) {
         const mnc_mlp_optimizer *o = s->opt;
-        parts = parts_for(s, o->n, o->n, 16);
+        parts = parts_for(s, o->n, REGION_MIN_ELEMENTS, o->n, 16);
         for (int p = tid; p < parts; p += T)
             mnc_optim_update_part(&s->os, o->params, o->state0, o->state1, NULL, o->grads, o->n, p,
                                   parts);

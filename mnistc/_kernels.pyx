@@ -726,10 +726,10 @@ cdef class MLPKernel:
 
     weights[l] is [sizes[l], sizes[l+1]] and biases[l] is [sizes[l+1]], float32; they
     are updated in place by train_step. A weight matrix is C-contiguous, or
-    Fortran-contiguous (the transpose of a C-contiguous [sizes[l+1], sizes[l]]): the same
-    results, and with several threads that layer's GEMMs split so that no core writes
-    the weights another reads (mnistc.h). Biases are C-contiguous. The arrays are kept alive
-    by this object; the scratch buffers are allocated once, here. It trains by plain
+    Fortran-contiguous (the transpose of a C-contiguous [sizes[l+1], sizes[l]]): the
+    same results, and with several threads that layer's GEMMs split so that no core
+    writes the weights another reads (mnistc.h). Biases are C-contiguous. The arrays
+    are kept alive by this object; the scratch buffers are allocated once, here. It trains by plain
     SGD (fused into the backward pass) until set_optimizer says otherwise.
     """
     cdef mnc_mlp net
@@ -764,10 +764,11 @@ cdef class MLPKernel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sizes = [0] * (n_layers + 1)
-        transposed = [_is_transposed(weights[l]) for l in range(n_layers)]
+        transposed = [_is_transposed(w) for w in weights]
+        # What C reads: W_l, or W_lᵀ for a transposed layer, C-contiguous either way.
+        stored = [w.T if t else w for w, t in zip(weights, transposed)]
         for l in range(n_layers):
-            w = weights[l].T if transposed[l] else weights[l]
-            for what, arr in ((f"weights[{l}]", _array(f"weights[{l}]", w, F32, 2)),
+            for what, arr in ((f"weights[{l}]", _array(f"weights[{l}]", stored[l], F32, 2)),
                               (f"biases[{l}]", _array(f"biases[{l}]", biases[l], F32, 1))):
                 if not cnp.PyArray_ISWRITEABLE(arr):
                     raise ValueError(f"{what} must be writeable (train_step updates it in place)")
@@ -804,7 +805,7 @@ cdef class MLPKernel:
         for l in range(n_layers + 1):
             self.sizes[l] = sizes[l]
         for l in range(n_layers):
-            self.wptr[l] = _f32(weights[l].T if transposed[l] else weights[l])
+            self.wptr[l] = _f32(stored[l])
             self.tptr[l] = transposed[l]
             self.bptr[l] = _f32(biases[l])
             self.aptr[l] = _f32(acts[l])

@@ -245,10 +245,11 @@ class MLP:
 
     def optimizer_state(self):
         """(tensors, step): copies of the optimizer's state blocks, named
-        "optimizer/<name>" for each of optimizer.state_names (float32, [n_params], the
-        parameter block's layout; none for plain SGD), and the number of optimizer
-        updates taken (Adam's t)."""
-        tensors = {name: self._to_canonical(value) for name, value in self._optimizer_state.items()}
+        "optimizer/<name>" for each of optimizer.state_names (float32, [n_params], every
+        tensor row-major in block order, as checkpoints store them; none for plain SGD),
+        and the number of optimizer updates taken (Adam's t)."""
+        state = self._optimizer_state
+        tensors = {name: self._to_canonical(value) for name, value in state.items()}
         return tensors, self._kernel.optimizer_step
 
     def load_optimizer_state(self, tensors, step):
