@@ -26,6 +26,12 @@ import numpy as np
 from .errors import DataError
 from .fileio import atomic_output
 
+try:  # the `gzip` extra: python-isal's igzip, gzip's API, inflating 2-3x faster
+    from isal import igzip as gzip_reader
+    from isal.isal_zlib import error as _inflate_error
+except ImportError:
+    gzip_reader, _inflate_error = gzip, zlib.error
+
 IMAGES_MAGIC = 2051  # 0x00000803: ubyte, 3 dims
 LABELS_MAGIC = 2049  # 0x00000801: ubyte, 1 dim
 GZIP_MAGIC = b"\x1f\x8b"
@@ -46,8 +52,8 @@ _DTYPES = {
 }
 _CODES = {dtype: code for code, dtype in _DTYPES.items()}
 
-# What a corrupt gzip stream can raise (gzip.BadGzipFile is an OSError).
-GZIP_ERRORS = (OSError, EOFError, zlib.error)
+# What a corrupt gzip stream can raise through either reader (BadGzipFile is an OSError).
+GZIP_ERRORS = (OSError, EOFError, zlib.error, _inflate_error)
 
 
 class _Fault(Exception):
@@ -56,7 +62,9 @@ class _Fault(Exception):
 
 @contextlib.contextmanager
 def open_decompressed(path):
-    """Open `path` for binary reading, through gzip if it starts with 1f 8b.
+    """Open `path` for binary reading, through gzip if it starts with 1f 8b (with
+    gzip_reader: python-isal's igzip when installed, else the standard library's gzip;
+    both check the CRC and length and accept the same files).
 
     Yields (stream, is_gzip, size): for a raw file its exact size, for gzip the most
     content it is believed to hold (see the module docstring).
@@ -66,7 +74,7 @@ def open_decompressed(path):
         file.seek(0)
         size = os.fstat(file.fileno()).st_size
         if is_gzip:
-            with gzip.GzipFile(fileobj=file) as stream:
+            with gzip_reader.GzipFile(fileobj=file) as stream:
                 yield stream, True, max(size * GZIP_PLAUSIBLE_RATIO, GZIP_ALWAYS_ALLOWED)
         else:
             yield file, False, size

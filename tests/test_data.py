@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mnistc import data, datasets, idx
 from mnistc.errors import DataError
 
+from conftest import import_or_skip
 from idx_helpers import (
     MNIST_NAMES,
     fake_mnist,
@@ -26,6 +27,24 @@ from idx_helpers import (
 )
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["gzip", "isal"])
+def gzip_reader(request, monkeypatch):
+    """Run the test once with each reader idx.py can inflate through: the standard
+    library's gzip and, from the `gzip` extra, python-isal's igzip."""
+    reader = gzip if request.param == "gzip" else import_or_skip("isal.igzip", "gzip")
+    monkeypatch.setattr(idx, "gzip_reader", reader)
+    return reader
+
+
+def test_isal_is_the_reader_when_installed():
+    try:
+        from isal import igzip
+    except ImportError:
+        assert idx.gzip_reader is gzip
+    else:
+        assert idx.gzip_reader is igzip
 
 
 def read_idx_images(path):
@@ -49,7 +68,7 @@ def assert_data_error(excinfo, path, fragment):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_read_idx_images_and_labels(tmp_path, gz):
+def test_read_idx_images_and_labels(tmp_path, gz, gzip_reader):
     images = small_images(4, 5, 6)
     labels = np.array([0, 9, 3, 7], dtype=np.uint8)
     images_path = write_bytes(tmp_path / "images", images_idx(images), gz)
@@ -63,7 +82,7 @@ def test_read_idx_images_and_labels(tmp_path, gz):
     np.testing.assert_array_equal(idx.read(images_path), images)
 
 
-def test_gzip_detected_by_content_not_name(tmp_path):
+def test_gzip_detected_by_content_not_name(tmp_path, gzip_reader):
     images = small_images(2, 3, 3)
     gz_without_suffix = write_bytes(tmp_path / "images-idx3-ubyte", images_idx(images), gz=True)
     raw_with_suffix = write_bytes(tmp_path / "images-idx3-ubyte.gz", images_idx(images), gz=False)
@@ -181,7 +200,7 @@ def test_labels_reader_rejects_images_file(tmp_path):
     assert_data_error(excinfo, path, "wrong magic number 2051 (0x00000803), expected 2049")
 
 
-def test_corrupt_gzip(tmp_path):
+def test_corrupt_gzip(tmp_path, gzip_reader):
     valid_header = gzip.compress(b"", mtime=0)[:10]
     path = write_bytes(
         tmp_path / "train-images-idx3-ubyte.gz", valid_header + b"\xff\xfe garbage deflate \x00" * 4
@@ -191,7 +210,7 @@ def test_corrupt_gzip(tmp_path):
     assert_data_error(excinfo, path, "corrupt or truncated gzip")
 
 
-def test_truncated_gzip(tmp_path):
+def test_truncated_gzip(tmp_path, gzip_reader):
     compressed = gzip.compress(images_idx(small_images(50)), mtime=0)
     path = write_bytes(tmp_path / "train-images-idx3-ubyte.gz", compressed[: len(compressed) // 2])
     with pytest.raises(DataError) as excinfo:
@@ -199,7 +218,7 @@ def test_truncated_gzip(tmp_path):
     assert_data_error(excinfo, path, "corrupt or truncated gzip")
 
 
-def test_gzip_bomb_is_not_inflated(tmp_path):
+def test_gzip_bomb_is_not_inflated(tmp_path, gzip_reader):
     # 12 bytes of body promised, 64 MiB of zeros delivered: stop after the first extra byte.
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     stream = compressor.compress(image_file())
@@ -243,7 +262,7 @@ def mutations(valid):
     ),
     gz=st.booleans(),
 )
-def test_read_idx_returns_array_or_raises_data_error(tmp_path, content, gz):
+def test_read_idx_returns_array_or_raises_data_error(tmp_path, content, gz, gzip_reader):
     path = write_bytes(tmp_path / "fuzz.idx", content, gz)
     try:
         array = idx.read(path)
@@ -260,7 +279,9 @@ def test_read_idx_returns_array_or_raises_data_error(tmp_path, content, gz):
     content=st.binary(max_size=2000).map(lambda b: gzip.compress(b, mtime=0)),
     cut=st.integers(0, 2100),
 )
-def test_read_idx_on_damaged_gzip_returns_array_or_raises_data_error(tmp_path, content, cut):
+def test_read_idx_on_damaged_gzip_returns_array_or_raises_data_error(
+    tmp_path, content, cut, gzip_reader
+):
     path = write_bytes(tmp_path / "fuzz.gz", content[:cut] + content[cut + 1 :])
     try:
         idx.read(path)
@@ -637,5 +658,5 @@ def test_real_mnist():
 
 
 @pytest.mark.realdata
-def test_real_mnist_checksums():
+def test_real_mnist_checksums(gzip_reader):
     datasets.verify_checksums(datasets.MNIST, real_data_dir())
