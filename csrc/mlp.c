@@ -299,12 +299,13 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
     }
 }
 
-// Forward pass and in_top_k count of chunk c of rows [0, m): rows [c * batch, ...), at
-// most buf->batch of them; copies the logits to logits_out when it is not NULL.
-static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
-                              const uint8_t *labels, int64_t m, int64_t c, int64_t image_size,
-                              float scale, int64_t k, float *logits_out, int n_threads) {
-    int64_t start = c * buf->batch, rows = m - start < buf->batch ? m - start : buf->batch;
+// Forward pass and in_top_k count of chunk c of rows [0, m): rows [c * chunk, ...), at
+// most chunk <= buf->batch of them; copies the logits to logits_out when it is not NULL.
+static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t chunk,
+                              const uint8_t *images, const uint8_t *labels, int64_t m, int64_t c,
+                              int64_t image_size, float scale, int64_t k, float *logits_out,
+                              int n_threads) {
+    int64_t start = c * chunk, rows = m - start < chunk ? m - start : chunk;
     int64_t classes = net->sizes[net->n_layers];
     const float *logits = buf->activations[net->n_layers - 1];
     mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows, image_size,
@@ -320,8 +321,8 @@ static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf, co
     return hits;
 }
 
-// A forward-only copy of buf's scratch (input, labels, activations) in one allocation,
-// for a second thread; NULL if memory is short. Release with free().
+// A forward-only scratch (input, labels, activations) for `batch` rows in one allocation;
+// NULL if memory is short. Release with free().
 static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
     int64_t floats = batch * net->sizes[0];
     for (int l = 1; l <= net->n_layers; l++) floats += batch * net->sizes[l];
@@ -342,6 +343,13 @@ static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
     return scratch;
 }
 
+// The rows of an evaluation chunk when there are more rows than buf->batch: a multiple of
+// the AVX-512 tile's 12 rows (a 100-row chunk ends in a 4-row tile, which runs at the
+// speed its B panels arrive from L2, not at the FMA rate), few enough that a chunk's
+// input (940 KB at 784 pixels) stays in L2 beside the weights, and each chunk packs the
+// transposed W_0 once, so more rows per chunk pack it less often.
+enum { EVAL_CHUNK_ROWS = 240 };
+
 int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
                      const uint8_t *labels, int64_t m, int64_t image_size, float scale, int64_t k,
                      int64_t *n_correct, float *logits_out, int n_threads) {
@@ -349,30 +357,36 @@ int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8
     if (labels != NULL)
         for (int64_t i = 0; i < m; i++)
             if (labels[i] >= classes) return (int)(-1 - i);
-    int64_t chunks = (m + buf->batch - 1) / buf->batch;
     // Threads take whole chunks, each a complete forward pass on its own scratch: one
     // parallel region for the pass instead of several per chunk, and no thread idles
-    // through the small layers. A row's logits are the same whichever chunk or thread
-    // computes them (mnistc.h's rounding rules), so the counts cannot change.
-    // (If memory is short, fewer threads do the same work.)
-    int team = mnc_team_size(n_threads, chunks, 2);
-    const mnc_mlp_buffers **scratch = team > 1 ? malloc(team * sizeof *scratch) : NULL;
-    if (scratch == NULL) team = 1;
-    for (int t = 1; t < team; t++)
-        if ((scratch[t] = forward_scratch(net, buf->batch)) == NULL) team = t;
-    int64_t hits = 0;
-    if (team <= 1) {  // few chunks: the kernels share out the work within each one
+    // through the small layers. A row's logits are the same bits whichever chunk or
+    // thread computes them (mnistc.h's rounding rules), so the counts cannot change.
+    // The scratch is malloc'd here, except buf when the chunks are buf->batch rows; if
+    // memory is short, fewer threads (or buf alone, in chunks of buf->batch) do the work.
+    int64_t chunk = m > buf->batch && buf->batch < EVAL_CHUNK_ROWS ? EVAL_CHUNK_ROWS : buf->batch;
+    int team = mnc_team_size(n_threads, (m + chunk - 1) / chunk, 2), got = 0;
+    mnc_mlp_buffers **scratch = malloc((size_t)team * sizeof *scratch);
+    if (scratch != NULL)
+        for (; got < team; got++) {
+            int own = chunk > buf->batch || got > 0;
+            scratch[got] = own ? forward_scratch(net, chunk) : (mnc_mlp_buffers *)buf;
+            if (scratch[got] == NULL) break;
+        }
+    int64_t chunks = (m + chunk - 1) / chunk, hits = 0;
+    if (got <= 1) {  // one scratch: the kernels share out the work within each chunk
+        const mnc_mlp_buffers *one = got == 1 ? scratch[0] : buf;
+        if (got == 0) chunk = buf->batch, chunks = (m + chunk - 1) / chunk;
         for (int64_t c = 0; c < chunks; c++)
-            hits += evaluate_chunk(net, buf, images, labels, m, c, image_size, scale, k, logits_out,
-                                   n_threads);
+            hits += evaluate_chunk(net, one, chunk, images, labels, m, c, image_size, scale, k,
+                                   logits_out, n_threads);
     } else {
-        scratch[0] = buf;
-#pragma omp parallel for num_threads(team) schedule(dynamic) reduction(+ : hits)
+#pragma omp parallel for num_threads(got) schedule(dynamic) reduction(+ : hits)
         for (int64_t c = 0; c < chunks; c++)
-            hits += evaluate_chunk(net, scratch[mnc_thread_num()], images, labels, m, c, image_size,
-                                   scale, k, logits_out, 1);
+            hits += evaluate_chunk(net, scratch[mnc_thread_num()], chunk, images, labels, m, c,
+                                   image_size, scale, k, logits_out, 1);
     }
-    for (int t = 1; t < team; t++) free((void *)scratch[t]);
+    for (int t = 0; t < got; t++)
+        if (scratch[t] != buf) free(scratch[t]);
     free(scratch);
     *n_correct = hits;
     return 0;

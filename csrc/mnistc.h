@@ -279,12 +279,13 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
                        float scale, float label_smoothing, const mnc_mlp_optimizer *opt, double lr,
                        int64_t step, double *loss, int n_threads);
 
-// Forward pass over rows [0, m) of a uint8 data set, in chunks of buf->batch rows,
-// counting in_top_k(k) hits; when logits_out is not NULL the logits ([m, classes]) are
-// written there. Returns 0 or -1 - row for the first label out of range (checked before
-// any work). With several threads and chunks, threads take whole chunks, each on its
-// own forward scratch (malloc'd here; fewer threads if that fails): the logits are the
-// same bits for any thread count.
+// Forward pass over rows [0, m) of a uint8 data set, counting in_top_k(k) hits; when
+// logits_out is not NULL the logits ([m, classes]) are written there. Returns 0 or
+// -1 - row for the first label out of range (checked before any work). The rows go in
+// chunks: of buf->batch rows on buf when m <= buf->batch, else of a few hundred on
+// scratch malloc'd here (buf->batch rows on buf if that fails); with several threads and
+// chunks, threads take whole chunks, each on its own scratch (fewer threads if memory is
+// short). A row's logits are the same bits for any chunk size and thread count.
 int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,
                      const uint8_t *labels, int64_t m, int64_t image_size, float scale, int64_t k,
                      int64_t *n_correct, float *logits_out, int n_threads);

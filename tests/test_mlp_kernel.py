@@ -539,9 +539,10 @@ def test_evaluate_counts_match_reference(isa, n_threads, eval_problem, k):
 
 
 def test_evaluate_logits_equal_explicit_forward(isa, eval_problem):
-    """All 250 rows counted (2 full batches + 50), and the logits are bit-identical to a
-    forward pass built from the single kernels (the GEMM's rounding does not depend on
-    how many rows it is given)."""
+    """All 250 rows counted (more than a batch: chunks of evaluate's own scratch, the last
+    partial), and the logits are bit-identical to a forward pass built from the single
+    kernels and to an evaluation of a batch's worth on the net's own buffers (the GEMM's
+    rounding does not depend on how many rows it is given)."""
     p = eval_problem
     net = K.MLPKernel(list(p["weights"]), list(p["biases"]), 100)
     logits = np.empty((250, 10), F32)
@@ -551,7 +552,10 @@ def test_evaluate_logits_equal_explicit_forward(isa, eval_problem):
     for layer, (w, b) in enumerate(zip(p["weights"], p["biases"])):
         h = K.sgemm(h, w, bias=b, relu=layer < 2)
     np.testing.assert_array_equal(logits, h)
-    np.testing.assert_array_equal(net.activations[-1][:50], logits[200:])  # last chunk
+    first_batch = np.empty((100, 10), F32)
+    assert net.evaluate(p["images"][:100], None, logits=first_batch) == 0
+    np.testing.assert_array_equal(first_batch, logits[:100])
+    np.testing.assert_array_equal(net.activations[-1], first_batch)  # a batch: on buf
     # Counting every row, none dropped: the per-row hits add up.
     correct = ref.in_top_k(p["logits"], p["labels"], 1)
     assert net.evaluate(p["images"], p["labels"]) == correct.sum()
