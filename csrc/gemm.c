@@ -73,6 +73,15 @@
 #define PACK_A_LDA 128
 #define PACK_A_MIN_PANELS 4
 
+// It is also copied when its rows are more than PACK_A_FAR_BYTES apart, beyond the reach
+// of the L1 stride prefetcher (every k is then a demand miss), and its lines (one per k)
+// with one B panel (kc x NR floats) would fill more than PACK_A_L1_BYTES, half the L1: the
+// B panels streaming through then evict the A lines before the next panel reads them (the
+// input layer's weight gradient, A = the batch at 3136 B per row, from depth 128 on
+// AVX-512 and 256 on AVX2).
+#define PACK_A_FAR_BYTES 2048
+#define PACK_A_L1_BYTES (24 << 10)
+
 // An untransposed A tile (MR rows lda apart, read as MR streams) is copied the same way
 // when its rows are a multiple of 4 KiB apart, where the MR lines the kernel reads at
 // each k all fall in one L1 set, and the target has a packer: AVX-512's 12 rows fill a
@@ -445,8 +454,10 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
     } else if (n % nr != 0) {
         slot_panels = 1;
     }
-    g->pack_a =
-        g->trans_a ? lda % PACK_A_LDA == 0 : g->t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
+    int64_t depth = g->kb > 0 && beta == 0.0f ? g->kb : kc;  // of one microkernel call
+    int far_a = lda * 4 > PACK_A_FAR_BYTES && depth * (64 + nr * 4) > PACK_A_L1_BYTES;
+    g->pack_a = g->trans_a ? lda % PACK_A_LDA == 0 || far_a
+                           : g->t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
     g->slot_b = kc * nr * slot_panels;
     g->slot = g->slot_b + (g->pack_a ? kc * mr : 0);
     return 0;

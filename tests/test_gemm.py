@@ -47,6 +47,7 @@ SHAPES = [  # (m, n, k)
     (128, 130, 40),
     (256, 200, 9),  # TN/TT: lda % 128 == 0 -> A tiles copied k-major
     (40, 300, 50),  # a small B whose rows are >= 1 KiB apart: packed, not read in place
+    (601, 130, 300),  # TN/TT: A rows 2404 B apart, depth 300 -> A tiles copied k-major
 ]
 BIG_K_SHAPES = [
     (13, 33, KC - 1),
@@ -438,6 +439,7 @@ def test_without_a_packing_buffer_the_same_bits(isa):
         (7, 40, KC + 80, False, True),
         (128, 64, 50, True, False),
         (30, 100, 300, True, True),
+        (601, 130, 300, True, False),  # A rows far apart: copied (see SHAPES)
     ]:
         a, b, c0 = operands(rng, m, n, k, trans_a, trans_b)
         kwargs = dict(
@@ -483,6 +485,7 @@ THREADED = [
     (1, 1000, 1100, False, True),
     (1, 1024, 784, True, True),
     (256, 300, 1024, True, False),
+    (784, 128, 256, True, False),  # the input layer's dW at batch 256: A tiles copied
 ]
 
 
