@@ -14,7 +14,8 @@
 //    rows are less than DIRECT_B_MAX_LDB floats apart (the small model's weights and
 //    gradients), or only one row tile uses it. A transposed B (NT/TT) or another one is
 //    packed NC columns at a time into NR-wide panels; a partial last panel (n % NR) is
-//    always packed, zero-padded.
+//    packed, zero-padded, unless the kernel reads it in place with masked loads
+//    (AVX-512, up to 16 columns: the 10-class layer's).
 // A KC block with beta == 0 deeper than SPLIT_KB is cut into sub-blocks whose partial
 // chains wait in C (MNC_UK_ACC_IN/OUT, exact), so that an A tile (MR x sub-block) stays
 // in L1 and a packed B block (sub-block x NC, NC sized by PACK_B_BYTES) in L2.
@@ -106,6 +107,7 @@ typedef struct gemm_target {
     mnc_gemm_row *row;         // NULL: m == 1 goes through the tile kernel
     mnc_gemm_row *row_t;       // the same for m == 1 with a transposed B
     mnc_gemm_pack_a *pack_a;   // NULL: an untransposed A is always read in place
+    int b_masked_max;          // a last B panel this narrow is read in place (gemm_kernel.h)
 } gemm_target;
 
 static const gemm_target targets[3] = {
@@ -130,7 +132,8 @@ static const gemm_target targets[3] = {
                         .pack_bt = mnc_gemm_pack_bt_avx512,
                         .row = mnc_gemm_row_avx512,
                         .row_t = mnc_gemm_row_t_avx512,
-                        .pack_a = mnc_gemm_pack_a_avx512},
+                        .pack_a = mnc_gemm_pack_a_avx512,
+                        .b_masked_max = MNC_AVX512_NR / 2},
 #endif
 };
 
@@ -222,6 +225,12 @@ static void epilogue_tile(const mnc_epilogue *ep, float *c, int64_t ldc, int64_t
     }
 }
 
+// Whether an untransposed B's partial last panel (n % NR columns) is read in place by the
+// kernel's masked loads rather than packed, zero-padded, on every call.
+static int partial_in_place(const mnc_gemm_plan *g) {
+    return g->n % g->t->nr <= g->t->b_masked_max;
+}
+
 // Whether a team splits a column block by B panels rather than by row tiles. A packed B
 // goes by panels unless rows give the busiest thread a smaller share (no panel is packed
 // twice). A B read in place goes by rows unless panels give the busiest thread a share
@@ -274,7 +283,7 @@ static void gemm_part(const mnc_gemm_plan *g, float *buf, int part) {
                 if (g->b_packed) {
                     pack_b_panels(buf, g, p0, kb, jc + q0 * nr_tile,
                                   min64(g->n, jc + q1 * nr_tile));
-                } else if (jc + q1 * nr_tile > g->n) {  // the partial last panel
+                } else if (jc + q1 * nr_tile > g->n && !partial_in_place(g)) {
                     int64_t j = jc + (q1 - 1) * nr_tile;
                     pack_b_panels(buf, g, p0, kb, j, g->n);
                 }
@@ -293,7 +302,7 @@ static void gemm_part(const mnc_gemm_plan *g, float *buf, int part) {
                         int nr = (int)min64(nr_tile, g->n - j);
                         const float *b = buf + (g->b_packed ? (q - q0) * kb * nr_tile : 0);
                         int64_t rs_b = nr_tile;
-                        if (!g->b_packed && nr == nr_tile)
+                        if (!g->b_packed && (nr == nr_tile || partial_in_place(g)))
                             b = g->b + p0 * g->ldb + j, rs_b = g->ldb;
                         float *c = g->c + i * g->ldc + j;
                         const mnc_uk_epilogue *tile_ep = NULL;
@@ -451,7 +460,7 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
         slot_panels = panels_per_part(panels, row_tiles, g->team, 1);
         if (panels_per_part(last, row_tiles, g->team, 1) > slot_panels)
             slot_panels = panels_per_part(last, row_tiles, g->team, 1);
-    } else if (n % nr != 0) {
+    } else if (n % nr != 0 && !partial_in_place(g)) {
         slot_panels = 1;
     }
     int64_t depth = g->kb > 0 && beta == 0.0f ? g->kb : kc;  // of one microkernel call

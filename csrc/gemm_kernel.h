@@ -24,7 +24,10 @@
 //  - B(p, j) = b[p * rs_b + j]: every row of the panel has NR readable floats, 64-byte
 //    alignment not required. Columns nr..NR-1 are computed and discarded, so a partial
 //    or transposed panel is packed by gemm.c into an NR-wide, zero-padded buffer; a full
-//    panel of an untransposed B is read in place (rs_b = ldb).
+//    panel of an untransposed B is read in place (rs_b = ldb). Except: a kernel built
+//    with B_MASKED_MAX = VW (AVX-512) reads only the nr columns of a panel with nr < VW,
+//    by masked loads, and gemm.c reads such a last panel of an untransposed B in place
+//    too (gemm_target.b_masked_max): the 10-class layer's products pack nothing.
 //  - Edge tiles (mr < MR or nr < NR) go through the same kernel: it is specialised per
 //    row count (and vector count) at compile time and touches only the mr × nr corner of
 //    C (AVX-512 lane masks, AVX2 vmaskmov, the generic kernel a bounded loop) — never

@@ -17,6 +17,7 @@
 #include "vec_avx2.h"
 
 #define MR MNC_AVX2_MR
+#define B_MASKED_MAX 0  // partial B panels are packed: vmaskmov needs a spare register
 #define ROW_VECTORS 12  // the row kernel's register blocks: 12 and 4 ymm of columns
 #define ROW_MID 4
 #define UKERNEL mnc_gemm_ukernel_avx2

@@ -16,7 +16,8 @@
 #include "vec_avx512.h"
 
 #define MR MNC_AVX512_MR
-#define ROW_VECTORS 24  // the row kernel's register blocks: 24 and 8 zmm of columns
+#define B_MASKED_MAX VW  // panels of fewer than VW columns: masked loads, read in place
+#define ROW_VECTORS 24   // the row kernel's register blocks: 24 and 8 zmm of columns
 #define ROW_MID 8
 #define UKERNEL mnc_gemm_ukernel_avx512
 #define PACK_B mnc_gemm_pack_b_avx512

@@ -11,8 +11,9 @@
 //  - the B panel packers (a transposed B through the same transposes);
 //  - peak.c's yardstick: the tile's FMAs without the memory traffic.
 // The including file also defines MR (6 or 12), ROW_VECTORS and ROW_MID (the row
-// kernel's register blocks, in vectors) and the names of the six functions: UKERNEL,
-// PACK_B, PACK_BT, ROW, ROW_T and FMA_CHAINS.
+// kernel's register blocks, in vectors), B_MASKED_MAX (VW: a B panel of fewer than VW
+// columns is read with masked loads, only its nr columns; 0: always NR columns) and the
+// names of the six functions: UKERNEL, PACK_B, PACK_BT, ROW, ROW_T and FMA_CHAINS.
 #define NR (2 * VW)
 
 #if MR != 6 && MR != 12
@@ -22,10 +23,11 @@
 // rows_a != 0: A(r, p) = a[r * rs_a + p] (row-major A); else A(r, p) = a[p * cs_a + r].
 // The row-major case addresses rows as base + {0, 1, 2} * rs_a from MR / 3 base pointers,
 // so the MR streams need MR / 3 + 1 registers, not MR.
-ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int rows_a, int64_t k,
-                                      int nr, float alpha, const float *a, int64_t rs_a,
-                                      int64_t cs_a, const float *b, int64_t rs_b, float beta,
-                                      float *c, int64_t ldc, int flags, const mnc_uk_epilogue *ep) {
+ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int rows_a,
+                                      const int masked_b, int64_t k, int nr, float alpha,
+                                      const float *a, int64_t rs_a, int64_t cs_a, const float *b,
+                                      int64_t rs_b, float beta, float *c, int64_t ldc, int flags,
+                                      const mnc_uk_epilogue *ep) {
     vec acc[MR][2];
     const vmask m[2] = {lane_mask(nr, 0), lane_mask(nr, 1)};
     const int full[2] = {nr >= VW, nr >= 2 * VW};
@@ -55,7 +57,7 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
     const float *a0 = a, *a3 = a + 3 * rs_a, *a6 = a + 6 * rs_a, *a9 = a + 9 * rs_a;
 #pragma GCC unroll 2
     for (int64_t p = 0; p < k; p++) {
-        vec b0 = vloadu(b);
+        vec b0 = masked_b ? vload_mask(b, m[0]) : vloadu(b);
         vec b1 = nv > 1 ? vloadu(b + VW) : b0;
         b += rs_b;
 #pragma GCC unroll 12
@@ -97,17 +99,21 @@ ALWAYS_INLINE KERNEL_TARGET void tile(const int rows, const int nv, const int ro
     }
 }
 
-#define ROWS_CASE(R)                                                                           \
-    case R:                                                                                    \
-        if (rows_a) {                                                                          \
-            if (nv == 2)                                                                       \
-                tile(R, 2, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);  \
-            else tile(R, 1, 1, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
-        } else {                                                                               \
-            if (nv == 2)                                                                       \
-                tile(R, 2, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep);  \
-            else tile(R, 1, 0, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep); \
-        }                                                                                      \
+// Per row count: both A layouts, two vectors of columns or one; with one, B is read
+// with the lane mask of nr when the target reads partial panels in place (B_MASKED_MAX).
+#define TILE(R, RA, NV, MB) \
+    tile(R, NV, RA, MB, k, nr, alpha, a, rs_a, cs_a, b, rs_b, beta, c, ldc, flags, ep)
+#define ROWS_CASE(R)                                                \
+    case R:                                                         \
+        if (rows_a) {                                               \
+            if (nv == 2) TILE(R, 1, 2, 0);                          \
+            else if (B_MASKED_MAX > 0 && nr < VW) TILE(R, 1, 1, 1); \
+            else TILE(R, 1, 1, 0);                                  \
+        } else {                                                    \
+            if (nv == 2) TILE(R, 0, 2, 0);                          \
+            else if (B_MASKED_MAX > 0 && nr < VW) TILE(R, 0, 1, 1); \
+            else TILE(R, 0, 1, 0);                                  \
+        }                                                           \
         break;
 
 KERNEL_TARGET void UKERNEL(int64_t k, int mr, int nr, float alpha, const float *a, int64_t rs_a,
@@ -134,6 +140,7 @@ KERNEL_TARGET void UKERNEL(int64_t k, int mr, int nr, float alpha, const float *
     }
 }
 #undef ROWS_CASE
+#undef TILE
 
 // Rows [0, rows) of a VW × kp block (row i at src + i * ld, kp <= VW) read as runs of up to
 // 4 VW bytes and transposed: r[q] then holds element q of every row, rows past `rows`
