@@ -12,6 +12,7 @@ of the model's smallest GEMMs (100 x 10 x 32), and this keeps it to a few flag t
 The CPU target comes from C (MNISTC_ISA is read there, once): when MNISTC_ISA names no
 target, every function that runs a kernel or reports the target raises ValueError.
 """
+import math
 import numbers
 import operator
 
@@ -255,6 +256,18 @@ cdef cnp.ndarray _output(str name, object out, Py_ssize_t rows, Py_ssize_t cols=
     if not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{name} must be writeable")
     return arr
+
+
+def aligned_zeros(shape, dtype=np.float32):
+    """A C-contiguous array of zeros whose data starts on a 64-byte cache line. NumPy's
+    large arrays start 16 bytes into one (the allocator's header), so every vector load
+    of a row the kernels stream straddles two lines; the model's parameters and the
+    training step's buffers are allocated here instead."""
+    dtype = np.dtype(dtype)
+    count = math.prod(shape) if isinstance(shape, tuple) else operator.index(shape)
+    raw = np.zeros(count * dtype.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 cdef inline float *_f32(cnp.ndarray x) noexcept:
@@ -785,11 +798,11 @@ cdef class MLPKernel:
         self.layer_sizes = tuple(sizes)
         self.n_classes = sizes[n_layers]
         self.batch_size = batch_size
-        inputs = np.zeros((batch_size, sizes[0]), np.float32)
-        labels = np.zeros(batch_size, np.int32)
-        row_loss = np.zeros(batch_size, np.float32)
-        acts = [np.zeros((batch_size, sizes[l + 1]), np.float32) for l in range(n_layers)]
-        grads = [np.zeros((batch_size, sizes[l + 1]), np.float32) for l in range(n_layers)]
+        inputs = aligned_zeros((batch_size, sizes[0]))
+        labels = aligned_zeros(batch_size, np.int32)
+        row_loss = aligned_zeros(batch_size)
+        acts = [aligned_zeros((batch_size, sizes[l + 1])) for l in range(n_layers)]
+        grads = [aligned_zeros((batch_size, sizes[l + 1])) for l in range(n_layers)]
         self._weights, self._biases = tuple(weights), tuple(biases)
         self._inputs, self._labels, self._row_loss = inputs, labels, row_loss
         self._activations, self._gradients = tuple(acts), tuple(grads)
@@ -846,7 +859,7 @@ cdef class MLPKernel:
         cdef int count = 1 + _state_arrays(kind, state, n, sp, ranges + 1)
         _check_disjoint(ranges, count, ("block",) + _STATE_LABELS[kind])
         fused = kind == "sgd" and settings.weight_decay == 0.0
-        grads = None if fused else np.zeros(n, np.float32)
+        grads = None if fused else aligned_zeros(n)
         self.opt.settings = settings
         self.opt.n = n
         self.opt.params = _f32(bv)

@@ -115,7 +115,7 @@ class MLP:
         self.global_step = 0
         self.names = layer_names(len(hidden))
         self.shapes = shapes = parameter_shapes(self.sizes)
-        self._block = np.zeros(sum(math.prod(s) for s in shapes.values()), np.float32)
+        self._block = _kernels.aligned_zeros(sum(math.prod(s) for s in shapes.values()))
         self.params = self._views(self._block)
         self._kernel = _kernels.MLPKernel(
             [self.params[f"{n}/weights"] for n in self.names],
@@ -124,7 +124,8 @@ class MLP:
         )
         self._optimizer = optimizer
         self._optimizer_state = {
-            f"optimizer/{name}": np.zeros_like(self._block) for name in optimizer.state_names
+            f"optimizer/{name}": _kernels.aligned_zeros(self._block.size)
+            for name in optimizer.state_names
         }
         self._kernel.set_optimizer(
             optimizer.name,

@@ -227,6 +227,27 @@ def tiny_problem():
     raise AssertionError("no tiny net away from the ReLU kinks in 100 draws")
 
 
+@pytest.mark.parametrize("shape", [(100, 784), 7, (3, 5), 0])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_aligned_zeros(shape, dtype):
+    a = K.aligned_zeros(shape, dtype)
+    assert a.shape == np.zeros(shape).shape and a.dtype == dtype and a.flags.c_contiguous
+    assert a.flags.writeable and not a.any()
+    assert a.ctypes.data % 64 == 0 or a.size == 0
+
+
+def test_model_memory_starts_on_cache_lines():
+    """The parameters, the optimizer's state and gradients and the step's buffers (which
+    NumPy would start 16 bytes into a line) begin on 64-byte lines."""
+    from mnistc.model import MLP
+    from mnistc.optim import Optimizer
+
+    model = MLP((128, 32), 100, input_size=784, num_classes=10, optimizer=Optimizer("adam"))
+    arrays = [model._block, *model._optimizer_state.values(), model._kernel.parameter_gradients]
+    arrays += [*model._kernel.activations, *model._kernel.gradients]
+    assert all(a.ctypes.data % 64 == 0 for a in arrays)
+
+
 def test_reference_backprop_matches_finite_differences(tiny_problem):
     """The float64 backprop the reference trainer uses is itself right (to ~1e-9: FD
     truncation O(h^4) and cancellation eps64 |L| / h)."""
