@@ -144,6 +144,12 @@ static const gemm_target *target_for(mnc_isa isa) {
 }
 
 static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
+
+// Where column j of a matrix starts: j, or in column panels (mnc_gemm_panels) its panel's
+// start plus its place in the panel.
+static int64_t column(int64_t j, int64_t panel) {
+    return panel == 0 ? j : j / MNC_PANEL * panel + j % MNC_PANEL;
+}
 static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // dst[p * NR + j] = op(B)(p0 + p, j0 + j) for p < kc, j < nr, and 0 for nr <= j < NR.
@@ -303,8 +309,8 @@ static void gemm_part(const mnc_gemm_plan *g, float *buf, int part) {
                         const float *b = buf + (g->b_packed ? (q - q0) * kb * nr_tile : 0);
                         int64_t rs_b = nr_tile;
                         if (!g->b_packed && (nr == nr_tile || partial_in_place(g)))
-                            b = g->b + p0 * g->ldb + j, rs_b = g->ldb;
-                        float *c = g->c + i * g->ldc + j;
+                            b = g->b + p0 * g->ldb + column(j, g->b_panel), rs_b = g->ldb;
+                        float *c = g->c + i * g->ldc + column(j, g->c_panel);
                         const mnc_uk_epilogue *tile_ep = NULL;
                         mnc_uk_epilogue here;
                         if (last && g->has_ep) {
@@ -383,14 +389,15 @@ static void gemm_unbuffered(const mnc_gemm_plan *g, int hardware_fma) {
     unbuffered_calls++;
     for (int64_t i = 0; i < g->m; i++) {
         for (int64_t j = 0; j < g->n; j++) {
-            float *c = g->c + i * g->ldc + j;
+            float *c = g->c + i * g->ldc + column(j, g->c_panel);
             int64_t pc = 0;
             do {
                 int64_t kc = min64(KC, g->k - pc);
                 float beta = pc == 0 ? g->beta : 1.0f, acc = 0.0f;
                 for (int64_t p = pc; p < pc + kc; p++) {
                     float x = g->trans_a ? g->a[p * g->lda + i] : g->a[i * g->lda + p];
-                    float y = g->trans_b ? g->b[j * g->ldb + p] : g->b[p * g->ldb + j];
+                    float y = g->trans_b ? g->b[j * g->ldb + p]
+                                         : g->b[p * g->ldb + column(j, g->b_panel)];
                     acc = hardware_fma ? fmaf(x, y, acc) : x * y + acc;
                 }
                 if (beta == 0.0f) *c = g->alpha * acc;
@@ -406,8 +413,8 @@ static void gemm_unbuffered(const mnc_gemm_plan *g, int hardware_fma) {
 
 int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                        float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                       float beta, float *c, int64_t ldc, const mnc_epilogue *ep, int n_threads,
-                       int64_t min_flops) {
+                       float beta, float *c, int64_t ldc, const mnc_epilogue *ep,
+                       const mnc_gemm_panels *layout, int n_threads, int64_t min_flops) {
     if (m <= 0 || n <= 0) return -1;
     if (k < 0) k = 0;
     *g = (mnc_gemm_plan){.t = target_for(mnc_isa_active()),
@@ -425,10 +432,13 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
                          .c = c,
                          .ldc = ldc,
                          .nc = n,
-                         .team = 1};
+                         .team = 1,
+                         .b_panel = layout != NULL ? layout->b : 0,
+                         .c_panel = layout != NULL ? layout->c : 0};
     if (ep != NULL && (ep->bias != NULL || ep->relu || ep->relu_mask != NULL))
         g->has_ep = 1, g->ep = *ep;
-    if (m == 1 && (g->trans_b ? g->t->row_t : g->t->row) != NULL) {
+    int in_panels = g->b_panel != 0 || g->c_panel != 0;
+    if (m == 1 && !in_panels && (g->trans_b ? g->t->row_t : g->t->row) != NULL) {
         g->row_path = 1;
         g->team = mnc_team_size(n_threads, 2 * n * k, min_flops / ROW_FLOPS_DIVISOR);
         if (g->team > ceil_div(n, 16)) g->team = (int)ceil_div(n, 16);
@@ -436,8 +446,9 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
     }
     const int64_t mr = g->t->mr, nr = g->t->nr;
     g->b_packed =
-        g->trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
-                                  ldb >= DIRECT_B_MAX_LDB));
+        g->b_panel == 0 &&
+        (g->trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
+                                   ldb >= DIRECT_B_MAX_LDB)));
     g->kb = k > SPLIT_KB ? SPLIT_KB : 0;
     if (g->b_packed) {
         // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
@@ -509,6 +520,6 @@ void mnc_sgemm_f32(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, fl
                    int64_t ldc, const mnc_epilogue *ep, int n_threads) {
     mnc_gemm_plan g;
     if (mnc_gemm_plan_init(&g, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep,
-                           n_threads, MNC_GEMM_MIN_FLOPS_PER_THREAD) == 0)
+                           NULL, n_threads, MNC_GEMM_MIN_FLOPS_PER_THREAD) == 0)
         mnc_gemm_execute(&g);
 }

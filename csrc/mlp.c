@@ -6,8 +6,24 @@
 
 #include "internal.h"
 
-static int is_transposed(const mnc_mlp *net, int l) {
-    return net->transposed != NULL && net->transposed[l] != 0;
+static int in_panels(const mnc_mlp *net, int l) { return l == 0 && net->first_in_panels; }
+
+// The end of the full panels of columns [j0, j1) of a layer in panels: the GEMMs take
+// [j0, full_end) with B (or C) in panels, then a partial last panel [full_end, j1) as a
+// plain row-major matrix of its own.
+static int64_t full_end(int64_t j0, int64_t j1) { return j0 + (j1 - j0) / MNC_PANEL * MNC_PANEL; }
+
+// The GEMMs' B and C layouts for columns [j0, j1) of layer l: its weights' columns start
+// at *w_offset, with rows *ld apart, in panels when *panel is nonzero.
+static void weight_columns(const mnc_mlp *net, int l, int64_t j0, int64_t j1, int64_t *w_offset,
+                           int64_t *ld, int64_t *panel) {
+    int64_t k = net->sizes[l], n = net->sizes[l + 1];
+    if (!in_panels(net, l)) {
+        *w_offset = j0, *ld = n, *panel = 0;
+        return;
+    }
+    int full = (j1 - j0) % MNC_PANEL == 0;
+    *w_offset = j0 * k, *ld = full ? MNC_PANEL : j1 - j0, *panel = full ? k * MNC_PANEL : 0;
 }
 
 // Forward pass of rows [0, m) already gathered into buf->input; logits end up in
@@ -16,11 +32,20 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
         int64_t k = net->sizes[l], n = net->sizes[l + 1];
-        int t = is_transposed(net, l);
-        // Bias and ReLU ride in the GEMM's epilogue: no second pass over the activations.
-        mnc_epilogue ep = {net->biases[l], l + 1 < net->n_layers, NULL, 0};
-        mnc_sgemm_f32(0, t, m, n, k, 1.0f, x, k, net->weights[l], t ? k : n, 0.0f,
-                      buf->activations[l], n, &ep, n_threads);
+        int64_t cuts[3] = {0, in_panels(net, l) ? full_end(0, n) : n, n};
+        for (int part = 0; part < 2; part++) {
+            int64_t j0 = cuts[part], j1 = cuts[part + 1], offset, ld, panel;
+            if (j0 == j1) continue;
+            weight_columns(net, l, j0, j1, &offset, &ld, &panel);
+            // Bias and ReLU ride in the GEMM's epilogue: no second pass over the activations.
+            mnc_epilogue ep = {net->biases[l] + j0, l + 1 < net->n_layers, NULL, 0};
+            mnc_gemm_panels panels = {panel, 0};
+            mnc_gemm_plan g;
+            if (mnc_gemm_plan_init(&g, 0, 0, m, j1 - j0, k, 1.0f, x, k, net->weights[l] + offset,
+                                   ld, 0.0f, buf->activations[l] + j0, n, &ep, &panels, n_threads,
+                                   MNC_GEMM_MIN_FLOPS_PER_THREAD) == 0)
+                mnc_gemm_execute(&g);
+        }
         x = buf->activations[l];
     }
 }
@@ -35,12 +60,13 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // must read first. A kernel's parts are the splits of gemm.c and nn.c, which never change
 // how an element is computed, so the step's bits do not depend on the thread count.
 //
-// A layer stored transposed (mnistc.h) has its forward and dW GEMMs split here instead,
-// by the same output columns on the same walker, so each walker reads and writes only its
-// own contiguous rows of W_lᵀ. gemm.c's own splits would give a walker all of W_l in the
-// forward GEMM (by batch rows) or interleaved pieces of every row; either way half of the
+// A layer in panels (mnistc.h) has its forward and dW GEMMs split here instead, by whole
+// panels, the same ones on the same walker, so each walker reads and writes only its own
+// contiguous panels. gemm.c's own splits of a row-major W_l would give a walker all of it
+// in the forward GEMM (by batch rows) or pieces of every row; either way half of the
 // lines the previous dW wrote on one core are next read, or written, on the other, and
-// each such line stalls the kernel while it crosses between the cores' caches.
+// each such line stalls the kernel while it crosses between the cores' caches (the
+// hardware prefetchers also fetch the neighbours' lines of a shared page).
 
 // Work per part inside the region: a part costs a barrier (a fraction of a microsecond
 // while the team spins), not a team start, so far less than the kernels ask of a thread
@@ -65,49 +91,45 @@ static const float *layer_input(const step_ctx *s, int l) {
     return l > 0 ? s->buf->activations[l - 1] : s->buf->input;
 }
 
-// The GEMMs of the step. Forward: bias and ReLU ride in the epilogue. For a transposed
-// layer, output columns [j0, j1) on one walker; else all of them on the team.
+// The GEMMs of the step. Forward: bias and ReLU ride in the epilogue. For a layer in
+// panels, output columns [j0, j1) on one walker (full panels, or a partial last one);
+// else all of them on the team.
 static int plan_forward(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64_t j1) {
     const mnc_mlp *net = s->net;
-    int64_t k = net->sizes[l], n = net->sizes[l + 1];
-    const float *w = net->weights[l];
+    int64_t k = net->sizes[l], n = net->sizes[l + 1], offset, ld, panel;
+    weight_columns(net, l, j0, j1, &offset, &ld, &panel);
     mnc_epilogue ep = {net->biases[l] + j0, l + 1 < net->n_layers, NULL, 0};
-    if (is_transposed(net, l))
-        return mnc_gemm_plan_init(g, 0, 1, s->m, j1 - j0, k, 1.0f, layer_input(s, l), k, w + j0 * k,
-                                  k, 0.0f, s->buf->activations[l] + j0, n, &ep, 1,
-                                  REGION_MIN_FLOPS);
-    return mnc_gemm_plan_init(g, 0, 0, s->m, n, k, 1.0f, layer_input(s, l), k, w, n, 0.0f,
-                              s->buf->activations[l], n, &ep, s->threads, REGION_MIN_FLOPS);
+    mnc_gemm_panels panels = {panel, 0};
+    return mnc_gemm_plan_init(g, 0, 0, s->m, j1 - j0, k, 1.0f, layer_input(s, l), k,
+                              net->weights[l] + offset, ld, 0.0f, s->buf->activations[l] + j0, n,
+                              &ep, &panels, in_panels(net, l) ? 1 : s->threads, REGION_MIN_FLOPS);
 }
 
-// dZ_{l-1} = (dZ_l W_lᵀ) ⊙ [H_{l-1} > 0], from the weights before their update (l > 0).
+// dZ_{l-1} = (dZ_l W_lᵀ) ⊙ [H_{l-1} > 0], from the weights before their update (l > 0,
+// never in panels).
 static int plan_dx(mnc_gemm_plan *g, const step_ctx *s, int l) {
     const mnc_mlp *net = s->net;
     int64_t k = net->sizes[l], n = net->sizes[l + 1];
     mnc_epilogue ep = {NULL, 0, s->buf->activations[l - 1], k};
-    if (is_transposed(net, l))  // W_lᵀ as stored is the right operand
-        return mnc_gemm_plan_init(g, 0, 0, s->m, k, n, 1.0f, s->buf->grads[l], n, net->weights[l],
-                                  k, 0.0f, s->buf->grads[l - 1], k, &ep, s->threads,
-                                  REGION_MIN_FLOPS);
     return mnc_gemm_plan_init(g, 0, 1, s->m, k, n, 1.0f, s->buf->grads[l], n, net->weights[l], n,
-                              0.0f, s->buf->grads[l - 1], k, &ep, s->threads, REGION_MIN_FLOPS);
+                              0.0f, s->buf->grads[l - 1], k, &ep, NULL, s->threads,
+                              REGION_MIN_FLOPS);
 }
 
-// The weight gradient H_{l-1}ᵀ dZ_l (the batch is the reduction): with plain SGD the
-// update W_l -= lr·(it) as the GEMM's beta = 1, so dW is never stored; else into
-// opt->grads at W_l's offset. For a transposed layer, dZ_lᵀ H_{l-1} into rows [j0, j1)
-// of W_lᵀ on one walker (the same products, each pair's factors swapped).
+// The weight gradient H_{l-1}ᵀ dZ_l (the batch is the reduction) of output columns
+// [j0, j1), as plan_forward's: with plain SGD the update W_l -= lr·(it) as the GEMM's
+// beta = 1, so dW is never stored; else into opt->grads at W_l's offset (a gradient in
+// the same panels as its weights).
 static int plan_dw(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64_t j1) {
     const mnc_mlp *net = s->net;
-    int64_t k = net->sizes[l], n = net->sizes[l + 1];
+    int64_t k = net->sizes[l], n = net->sizes[l + 1], offset, ld, panel;
     float *c = net->weights[l], alpha = -s->lr, beta = 1.0f;
     if (s->opt != NULL) c = s->opt->grads + (c - s->opt->params), alpha = 1.0f, beta = 0.0f;
-    if (is_transposed(net, l))
-        return mnc_gemm_plan_init(g, 1, 0, j1 - j0, k, s->m, alpha, s->buf->grads[l] + j0, n,
-                                  layer_input(s, l), k, beta, c + j0 * k, k, NULL, 1,
-                                  REGION_MIN_FLOPS);
-    return mnc_gemm_plan_init(g, 1, 0, k, n, s->m, alpha, layer_input(s, l), k, s->buf->grads[l], n,
-                              beta, c, n, NULL, s->threads, REGION_MIN_FLOPS);
+    weight_columns(net, l, j0, j1, &offset, &ld, &panel);
+    mnc_gemm_panels panels = {0, panel};
+    return mnc_gemm_plan_init(g, 1, 0, k, j1 - j0, s->m, alpha, layer_input(s, l), k,
+                              s->buf->grads[l] + j0, n, beta, c + offset, ld, NULL, &panels,
+                              in_panels(net, l) ? 1 : s->threads, REGION_MIN_FLOPS);
 }
 
 // The parts of a kernel of `work` (at least min_work per part) over `total` rows or
@@ -119,16 +141,16 @@ static int parts_for(const step_ctx *s, int64_t work, int64_t min_work, int64_t 
     return units < parts ? (int)(units > 0 ? units : 1) : parts;
 }
 
-// The parts of a transposed layer's forward and dW GEMMs: its output columns, in 16-float
-// units; part p runs on walker p.
-static int column_parts(const step_ctx *s, int l) {
+// The parts of a paneled layer's forward and dW GEMMs: whole panels; part p runs on
+// walker p.
+static int panel_parts(const step_ctx *s, int l) {
     int64_t k = s->net->sizes[l], n = s->net->sizes[l + 1];
     double flops = 2.0 * (double)s->m * (double)n * (double)k;
-    return parts_for(s, flops > 9e18 ? INT64_MAX : (int64_t)flops, REGION_MIN_FLOPS, n, 16);
+    return parts_for(s, flops > 9e18 ? INT64_MAX : (int64_t)flops, REGION_MIN_FLOPS, n, MNC_PANEL);
 }
 
-static int64_t column_start(const step_ctx *s, int l, int part, int parts) {
-    return mnc_split(s->net->sizes[l + 1], 16, part, parts);
+static int64_t panel_start(const step_ctx *s, int l, int part, int parts) {
+    return mnc_split(s->net->sizes[l + 1], MNC_PANEL, part, parts);
 }
 
 // The first part of a kernel this thread runs: part p runs on thread (p + rotate) % T,
@@ -152,20 +174,24 @@ static void run_gemm(const step_ctx *s, const mnc_gemm_plan *g, int tid, int rot
 }
 
 // Layer l's forward (dw = 0) or weight-gradient (dw = 1) GEMM: on the team as gemm.c
-// splits it, or for a transposed layer this walker's columns.
+// splits it, or for a layer in panels this walker's panels: one GEMM for the full ones
+// (each A tile reused across them), one for a partial last panel.
 static void run_layer(const step_ctx *s, int l, int dw, int tid, int rotate) {
     mnc_gemm_plan g;
     int64_t n = s->net->sizes[l + 1];
-    if (!is_transposed(s->net, l)) {
+    if (!in_panels(s->net, l)) {
         if ((dw ? plan_dw(&g, s, l, 0, n) : plan_forward(&g, s, l, 0, n)) == 0)
             run_gemm(s, &g, tid, rotate);
         return;
     }
-    int parts = column_parts(s, l);
+    int parts = panel_parts(s, l);
     if (tid >= parts) return;
-    int64_t j0 = column_start(s, l, tid, parts), j1 = column_start(s, l, tid + 1, parts);
-    if ((dw ? plan_dw(&g, s, l, j0, j1) : plan_forward(&g, s, l, j0, j1)) == 0)
-        run_parts(s, &g, tid, 0, 1);  // a one-part plan, this walker's
+    int64_t j0 = panel_start(s, l, tid, parts), j1 = panel_start(s, l, tid + 1, parts);
+    int64_t cuts[3] = {j0, full_end(j0, j1), j1};
+    for (int c = 0; c < 2; c++)
+        if (cuts[c] < cuts[c + 1] && (dw ? plan_dw(&g, s, l, cuts[c], cuts[c + 1])
+                                         : plan_forward(&g, s, l, cuts[c], cuts[c + 1])) == 0)
+            run_parts(s, &g, tid, 0, 1);  // a one-part plan, this walker's
 }
 
 // Columns [j0, j1) of layer l's bias from dZ_l's column sums: with plain SGD b -= lr·sum,
@@ -244,11 +270,18 @@ static int64_t step_pack_slot(const step_ctx *s) {
     int64_t most = 0;
     mnc_gemm_plan g;
     for (int l = 0; l < s->net->n_layers; l++) {
-        int parts = is_transposed(s->net, l) ? column_parts(s, l) : 1;
+        int64_t n = s->net->sizes[l + 1];
+        int parts = in_panels(s->net, l) ? panel_parts(s, l) : 1;
         for (int p = 0; p < parts; p++) {
-            int64_t j0 = column_start(s, l, p, parts), j1 = column_start(s, l, p + 1, parts);
-            if (plan_forward(&g, s, l, j0, j1) == 0 && g.slot > most) most = g.slot;
-            if (plan_dw(&g, s, l, j0, j1) == 0 && g.slot > most) most = g.slot;
+            int64_t j0 = in_panels(s->net, l) ? panel_start(s, l, p, parts) : 0;
+            int64_t j1 = in_panels(s->net, l) ? panel_start(s, l, p + 1, parts) : n;
+            int64_t cuts[3] = {j0, in_panels(s->net, l) ? full_end(j0, j1) : j1, j1};
+            for (int c = 0; c < 2; c++) {
+                if (cuts[c] == cuts[c + 1]) continue;
+                if (plan_forward(&g, s, l, cuts[c], cuts[c + 1]) == 0 && g.slot > most)
+                    most = g.slot;
+                if (plan_dw(&g, s, l, cuts[c], cuts[c + 1]) == 0 && g.slot > most) most = g.slot;
+            }
         }
         if (l > 0 && plan_dx(&g, s, l) == 0 && g.slot > most) most = g.slot;
     }
@@ -348,8 +381,7 @@ static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
 // The rows of an evaluation chunk when there are more rows than buf->batch: a multiple of
 // the AVX-512 tile's 12 rows (a 100-row chunk ends in a 4-row tile, which runs at the
 // speed its B panels arrive from L2, not at the FMA rate), few enough that a chunk's
-// input (940 KB at 784 pixels) stays in L2 beside the weights, and each chunk packs the
-// transposed W_0 once, so more rows per chunk pack it less often.
+// input (940 KB at 784 pixels) stays in L2 beside the weights.
 enum { EVAL_CHUNK_ROWS = 240 };
 
 int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8_t *images,

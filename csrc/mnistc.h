@@ -228,18 +228,23 @@ void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *st
 // The multi-layer perceptron (mlp.c): a whole training step or an evaluation pass in
 // one call, driving the kernels above. Layer l (0-based) maps sizes[l] -> sizes[l+1] with
 // weights [sizes[l], sizes[l+1]] and biases [sizes[l+1]], ReLU on every layer but the
-// last, whose outputs are the logits. A layer's weights may be stored transposed (W_lᵀ,
-// [sizes[l+1], sizes[l]] row-major): the same products in the same order, so the same
-// bits, but a team splits that layer's forward and weight-gradient GEMMs by the same
-// output columns, i.e. by contiguous rows of W_lᵀ, and no cache line of W_l is written on
-// one core and read on another (see mlp.c).
+// last, whose outputs are the logits.
+//
+// The first layer's weights may be stored in column panels (first_in_panels): columns
+// [MNC_PANEL q, MNC_PANEL (q + 1)) of W_0 (the last panel: the rest) as a row-major
+// [sizes[0], width] matrix, the panels one after another, sizes[0] * sizes[1] floats in
+// all. The same products in the same order, so the same bits; but each panel is a B the
+// forward GEMM reads in place (32 columns: the AVX-512 kernel's packed form) and a C of
+// its own for the weight gradient, and a team splits the layer by whole panels, so no
+// cache line of W_0 is written on one core and read on another (see mlp.c).
+#define MNC_PANEL 32
 
 typedef struct mnc_mlp {
     int n_layers;           // >= 1
     const int64_t *sizes;   // [n_layers + 1]: sizes[0] = inputs, sizes[n_layers] = classes
     float *const *weights;  // [n_layers] pointers, weights[l]: [sizes[l], sizes[l+1]]
     float *const *biases;   // [n_layers] pointers, biases[l]: [sizes[l+1]]
-    const int *transposed;  // [n_layers], or NULL for none: weights[l] holds W_lᵀ if nonzero
+    int first_in_panels;    // nonzero: weights[0] holds W_0 in column panels (above)
 } mnc_mlp;
 
 // Scratch for a batch of up to `batch` rows (allocated by the caller, once).

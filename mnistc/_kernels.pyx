@@ -41,6 +41,7 @@ cdef extern from "mnistc.h" nogil:
     int mnc_max_threads()
     double mnc_fma_peak_gflops(int n_threads, double seconds)
     int MNC_GEMM_KC
+    int MNC_PANEL
 
     ctypedef struct mnc_epilogue:
         const float *bias
@@ -91,7 +92,7 @@ cdef extern from "mnistc.h" nogil:
         const int64_t *sizes
         float **weights
         float **biases
-        const int *transposed
+        int first_in_panels
     ctypedef struct mnc_mlp_buffers:
         int64_t batch
         float *input
@@ -133,6 +134,26 @@ ISA_NAMES = tuple(mnc_isa_name(<mnc_isa>i).decode() for i in range(MNC_ISA_COUNT
 
 GEMM_KC = MNC_GEMM_KC
 """The reduction block of the GEMM's rounding contract (mnistc.h)."""
+
+PANEL = MNC_PANEL
+"""The width of the column panels a first layer's weights may be stored in (mnistc.h)."""
+
+
+def to_panels(w):
+    """W [k, n] as MLPKernel stores a first layer in panels: columns [PANEL q, PANEL (q + 1))
+    (the last panel the rest) as a row-major [k, width] matrix, the panels one after
+    another; a new 1-D float32 array of k * n values."""
+    w = np.asarray(w, np.float32)
+    return np.concatenate([w[:, j : j + PANEL].ravel() for j in range(0, w.shape[1], PANEL)])
+
+
+def from_panels(flat, k, n):
+    """The [k, n] matrix whose panels (to_panels) `flat` holds; a new array."""
+    out = np.empty((k, n), np.float32)
+    for j in range(0, n, PANEL):
+        width = min(PANEL, n - j)
+        out[:, j : j + width] = flat[j * k : (j + width) * k].reshape(k, width)
+    return out
 
 cdef bint _isa_env_ok = False
 
@@ -229,15 +250,6 @@ cdef cnp.ndarray _array(str name, object x, int typenum, int ndim):
     if not cnp.PyArray_ISALIGNED(arr):
         raise ValueError(f"{name} must be aligned to its dtype (copy it with numpy.array)")
     return arr
-
-
-cdef bint _is_transposed(object w) except -1:
-    """Whether weight matrix w is stored transposed: 2-D and Fortran- but not
-    C-contiguous (a matrix that is both, one row or column, counts as untransposed)."""
-    if cnp.PyArray_Check(w) and cnp.PyArray_NDIM(<cnp.ndarray>w) == 2:
-        return (cnp.PyArray_IS_F_CONTIGUOUS(<cnp.ndarray>w)
-                and not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>w))
-    return False
 
 
 cdef cnp.ndarray _output(str name, object out, Py_ssize_t rows, Py_ssize_t cols=-1,
@@ -737,13 +749,13 @@ def optimizer_update(kind, params, grads, state=(), *, double lr, step, momentum
 cdef class MLPKernel:
     """Binds an MLP's parameter arrays and per-batch scratch buffers to the C driver.
 
-    weights[l] is [sizes[l], sizes[l+1]] and biases[l] is [sizes[l+1]], float32; they
-    are updated in place by train_step. A weight matrix is C-contiguous, or
-    Fortran-contiguous (the transpose of a C-contiguous [sizes[l+1], sizes[l]]): the
-    same results, and with several threads that layer's GEMMs split so that no core
-    writes the weights another reads (mnistc.h). Biases are C-contiguous. The arrays
-    are kept alive by this object; the scratch buffers are allocated once, here. It trains by plain
-    SGD (fused into the backward pass) until set_optimizer says otherwise.
+    weights[l] is [sizes[l], sizes[l+1]] and biases[l] is [sizes[l+1]], float32,
+    C-contiguous; they are updated in place by train_step. weights[0] may instead be 1-D,
+    sizes[0] * sizes[1] values: W_0 in column panels (to_panels; mnistc.h), the same
+    results, with its GEMMs reading each panel in place and split by whole panels over
+    threads. The arrays are kept alive by this object; the scratch buffers are allocated
+    once, here. It trains by plain SGD (fused into the backward pass) until set_optimizer
+    says otherwise.
     """
     cdef mnc_mlp net
     cdef mnc_mlp_buffers buf
@@ -754,7 +766,6 @@ cdef class MLPKernel:
     cdef tuple _optimizer_arrays  # (block, gradient block, state arrays...), kept alive
     cdef int64_t *sizes
     cdef float **wptr
-    cdef int *tptr
     cdef float **bptr
     cdef float **aptr
     cdef float **gptr
@@ -768,7 +779,6 @@ cdef class MLPKernel:
     def __cinit__(self):
         self.sizes = NULL
         self.wptr = self.bptr = self.aptr = self.gptr = NULL
-        self.tptr = NULL
 
     def __init__(self, weights, biases, Py_ssize_t batch_size):
         cdef Py_ssize_t n_layers = len(weights), l
@@ -777,23 +787,29 @@ cdef class MLPKernel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         sizes = [0] * (n_layers + 1)
-        transposed = [_is_transposed(w) for w in weights]
-        # What C reads: W_l, or W_lᵀ for a transposed layer, C-contiguous either way.
-        stored = [w.T if t else w for w, t in zip(weights, transposed)]
+        panels = cnp.PyArray_Check(weights[0]) and cnp.PyArray_NDIM(<cnp.ndarray>weights[0]) == 1
         for l in range(n_layers):
-            for what, arr in ((f"weights[{l}]", _array(f"weights[{l}]", stored[l], F32, 2)),
-                              (f"biases[{l}]", _array(f"biases[{l}]", biases[l], F32, 1))):
+            w = _array(f"weights[{l}]", weights[l], F32, 1 if l == 0 and panels else 2)
+            b = _array(f"biases[{l}]", biases[l], F32, 1)
+            for what, arr in ((f"weights[{l}]", w), (f"biases[{l}]", b)):
                 if not cnp.PyArray_ISWRITEABLE(arr):
                     raise ValueError(f"{what} must be writeable (train_step updates it in place)")
-            if l == 0:
-                sizes[0] = weights[0].shape[0]
-            elif weights[l].shape[0] != sizes[l]:
-                raise ValueError(f"weights[{l}] has {weights[l].shape[0]} rows, "
+            n = b.shape[0]
+            if l == 0 and panels:
+                if n == 0 or w.shape[0] % n != 0:
+                    raise ValueError(f"weights[0] in panels has {w.shape[0]} values, not a "
+                                     f"multiple of biases[0]'s {n}")
+                sizes[0] = w.shape[0] // n
+            elif l == 0:
+                sizes[0] = w.shape[0]
+            elif w.shape[0] != sizes[l]:
+                raise ValueError(f"weights[{l}] has {w.shape[0]} rows, "
                                  f"expected {sizes[l]} (the previous layer's width)")
-            sizes[l + 1] = weights[l].shape[1]
-            if biases[l].shape[0] != sizes[l + 1]:
-                raise ValueError(f"biases[{l}] must have shape ({sizes[l + 1]},), got {biases[l].shape}")
-            if weights[l].size == 0:
+            if not (l == 0 and panels) and w.shape[1] != n:
+                raise ValueError(f"biases[{l}] must have shape ({w.shape[1]},), "
+                                 f"got {biases[l].shape}")
+            sizes[l + 1] = n
+            if w.size == 0:
                 raise ValueError(f"weights[{l}] is empty")
         self.layer_sizes = tuple(sizes)
         self.n_classes = sizes[n_layers]
@@ -812,14 +828,12 @@ cdef class MLPKernel:
         self.bptr = <float **>calloc(n_layers, sizeof(float *))
         self.aptr = <float **>calloc(n_layers, sizeof(float *))
         self.gptr = <float **>calloc(n_layers, sizeof(float *))
-        self.tptr = <int *>calloc(n_layers, sizeof(int))
-        if not (self.sizes and self.wptr and self.bptr and self.aptr and self.gptr and self.tptr):
+        if not (self.sizes and self.wptr and self.bptr and self.aptr and self.gptr):
             raise MemoryError()
         for l in range(n_layers + 1):
             self.sizes[l] = sizes[l]
         for l in range(n_layers):
-            self.wptr[l] = _f32(stored[l])
-            self.tptr[l] = transposed[l]
+            self.wptr[l] = _f32(weights[l])
             self.bptr[l] = _f32(biases[l])
             self.aptr[l] = _f32(acts[l])
             self.gptr[l] = _f32(grads[l])
@@ -827,7 +841,7 @@ cdef class MLPKernel:
         self.net.sizes = self.sizes
         self.net.weights = self.wptr
         self.net.biases = self.bptr
-        self.net.transposed = self.tptr
+        self.net.first_in_panels = panels
         self.buf.batch = batch_size
         self.buf.input = _f32(inputs)
         self.buf.labels = _i32(labels)
@@ -909,7 +923,6 @@ cdef class MLPKernel:
 
     def __dealloc__(self):
         free(self.sizes); free(self.wptr); free(self.bptr); free(self.aptr); free(self.gptr)
-        free(self.tptr)
 
     @property
     def activations(self):

@@ -1,11 +1,14 @@
 """The Mechanics 101 network: an MLP over named float32 parameters.
 
 What the tutorial split into `inference`, `loss`, `training` and `evaluation` is here a
-class whose parameters live in ONE float32 block with named views (`hidden1/weights`,
-`hidden1/biases`, ..., `softmax_linear/biases`), so a checkpoint, the C driver and the
-optimizer's update all see the same memory; the optimizer's state (mnistc.optim) is
-blocks of the same size. The arithmetic is in C (mnistc._kernels); this module owns
-shapes, names, initialisation and state. It does not read files.
+class whose parameters live in ONE float32 block of named pieces (`hidden1/weights`,
+`hidden1/biases`, ..., `softmax_linear/biases`), so the C driver and the optimizer's
+update see the same memory; the optimizer's state (mnistc.optim) is blocks of the same
+layout. The first layer's weights are stored in column panels (mnistc._kernels.to_panels:
+its GEMMs then read them in place and split them between cores by whole panels); every
+other tensor as its shape says. Checkpoints and `params` see every tensor as its shape
+says. The arithmetic is in C (mnistc._kernels); this module owns shapes, names,
+initialisation and state. It does not read files.
 """
 
 import math
@@ -116,10 +119,10 @@ class MLP:
         self.names = layer_names(len(hidden))
         self.shapes = shapes = parameter_shapes(self.sizes)
         self._block = _kernels.aligned_zeros(sum(math.prod(s) for s in shapes.values()))
-        self.params = self._views(self._block)
+        self._stored = self._pieces(self._block)
         self._kernel = _kernels.MLPKernel(
-            [self.params[f"{n}/weights"] for n in self.names],
-            [self.params[f"{n}/biases"] for n in self.names],
+            [self._stored[f"{n}/weights"] for n in self.names],
+            [self._stored[f"{n}/biases"] for n in self.names],
             self.batch_size,
         )
         self._optimizer = optimizer
@@ -134,32 +137,54 @@ class MLP:
             **optimizer.hyperparameters,
         )
 
-    def _views(self, block):
-        """{name: view} of every parameter in a block of the parameters' layout (the
-        parameters', their gradients' or an optimizer state's). The first layer's weights
-        are stored transposed (W1ᵀ row-major, viewed as a Fortran-ordered W1): the kernels
-        then split its GEMMs so that no core writes the rows another reads (mnistc.h).
-        Every other tensor is stored as its shape says, in block order."""
-        views, offset = {}, 0
+    def _pieces(self, block):
+        """{name: the piece of `block` that stores it} for a block of the parameters'
+        layout (the parameters', their gradients' or an optimizer state's), in block
+        order: the first layer's weights 1-D, in column panels; every other tensor a view
+        shaped as the tensor."""
+        pieces, offset = {}, 0
         for name, shape in self.shapes.items():
             size = math.prod(shape)
             piece = block[offset : offset + size]
             offset += size
-            first_weights = name == f"{self.names[0]}/weights"
-            views[name] = piece.reshape(shape[::-1]).T if first_weights else piece.reshape(shape)
-        return views
+            pieces[name] = piece if self._in_panels(name) else piece.reshape(shape)
+        return pieces
+
+    def _in_panels(self, name):
+        return name == f"{self.names[0]}/weights"
+
+    def _read(self, name, piece):
+        """The tensor a piece stores, shaped as the tensor (a copy for the panels)."""
+        return _kernels.from_panels(piece, *self.shapes[name]) if self._in_panels(name) else piece
+
+    def _write(self, name, piece, value):
+        piece[...] = _kernels.to_panels(value) if self._in_panels(name) else value
 
     def _to_canonical(self, block):
         """A copy of a block of the parameters' layout with every tensor in row-major
         order (the order checkpoints store), in block order."""
-        return np.concatenate([view.ravel() for view in self._views(block).values()])
+        pieces = self._pieces(block).items()
+        return np.concatenate([self._read(name, piece).ravel() for name, piece in pieces])
 
     def _from_canonical(self, block, flat):
         """Fill a block of the parameters' layout from _to_canonical's order."""
         offset = 0
-        for view in self._views(block).values():
-            view[...] = flat[offset : offset + view.size].reshape(view.shape)
-            offset += view.size
+        for name, piece in self._pieces(block).items():
+            shape = self.shapes[name]
+            self._write(name, piece, flat[offset : offset + piece.size].reshape(shape))
+            offset += piece.size
+
+    @property
+    def params(self):
+        """{name: read-only array} of the parameters, each shaped as the tensor: views of
+        the live parameters, except the first layer's weights, a copy of their panels
+        taken now. Set them with load_state_dict."""
+        out = {}
+        for name, piece in self._stored.items():
+            value = self._read(name, piece).view()
+            value.flags.writeable = False
+            out[name] = value
+        return out
 
     @property
     def hidden(self):
@@ -174,9 +199,10 @@ class MLP:
         """The tutorial's init: truncated normal weights with stddev 1/sqrt(fan_in), zero
         biases, drawn layer by layer from `rng` (a numpy Generator)."""
         for name, fan_in in zip(self.names, self.sizes):
-            w = self.params[f"{name}/weights"]
-            w[...] = truncated_normal(rng, w.shape, 1.0 / math.sqrt(fan_in))
-            self.params[f"{name}/biases"][...] = 0.0
+            weights = f"{name}/weights"
+            draw = truncated_normal(rng, self.shapes[weights], 1.0 / math.sqrt(fan_in))
+            self._write(weights, self._stored[weights], draw)
+            self._stored[f"{name}/biases"][...] = 0.0
         self.global_step = 0
         for value in self._optimizer_state.values():
             value[...] = 0.0
@@ -242,7 +268,7 @@ class MLP:
             if value.dtype != np.float32:
                 raise ValueError(f"parameter {name!r} has dtype {value.dtype}, not float32")
         for name in self.shapes:
-            self.params[name][...] = tensors[name]
+            self._write(name, self._stored[name], tensors[name])
 
     def optimizer_state(self):
         """(tensors, step): copies of the optimizer's state blocks, named

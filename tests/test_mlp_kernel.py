@@ -72,41 +72,44 @@ OPTIMIZERS = {
 }
 
 
-# Which layers' weights are stored transposed (W_lᵀ row-major, seen as a Fortran-ordered
-# W_l): the model's layout transposes the first; the arithmetic must not notice.
-LAYOUTS = {"row-major": (), "first-transposed": (0,), "all-transposed": (0, 1, 2)}
+# How the first layer's weights are stored: as their shape says, or in column panels
+# (K.to_panels; the model's layout): the arithmetic must not notice.
+LAYOUTS = ("row-major", "first-in-panels")
 
 
-def blocked(weights, biases, transposed=()):
-    """(block, weights, biases): copies of the parameters as views of one float32 block in
-    block order (W0, b0, W1, b1, ...), weights[l] stored as W_lᵀ for l in `transposed`."""
+def blocked(weights, biases, layout="row-major"):
+    """(block, weights, biases): copies of the parameters as pieces of one float32 block
+    in block order (W0, b0, W1, b1, ...), the first layer's weights in column panels (a
+    1-D piece) for the "first-in-panels" layout."""
     arrays = [a for pair in zip(weights, biases) for a in pair]
-    stored = [a.T if i % 2 == 0 and i // 2 in transposed else a for i, a in enumerate(arrays)]
+    stored = [K.to_panels(arrays[0]) if layout == "first-in-panels" else arrays[0], *arrays[1:]]
     block = np.concatenate([np.ascontiguousarray(a).ravel() for a in stored]).astype(F32)
-    views, offset = [], 0
-    for a, kept in zip(arrays, stored):
-        piece = block[offset : offset + a.size].reshape(kept.shape)
-        views.append(piece if kept is a else piece.T)
-        offset += a.size
-    return block, views[0::2], views[1::2]
-
-
-def row_major_block(block, sizes, transposed):
-    """A block of LAYOUTS' layout `transposed` rewritten with every weight row-major."""
     pieces, offset = [], 0
-    for layer, (k, n) in enumerate(zip(sizes, sizes[1:])):
-        w = block[offset : offset + k * n]
-        bias = block[offset + k * n : offset + k * n + n]
-        pieces += [w.reshape(n, k).T.ravel() if layer in transposed else w, bias]
-        offset += k * n + n
-    return np.concatenate(pieces)
+    for a in stored:
+        pieces.append(block[offset : offset + a.size].reshape(a.shape))
+        offset += a.size
+    return block, pieces[0::2], pieces[1::2]
+
+
+def row_major_block(block, sizes, layout):
+    """A block of `layout` rewritten with every weight row-major."""
+    if layout == "row-major":
+        return block
+    k, n = sizes[0], sizes[1]
+    return np.concatenate([K.from_panels(block[: k * n], k, n).ravel(), block[k * n :]])
+
+
+def as_matrix(weights, sizes):
+    """The weights of a net as [k, n] matrices, whatever their layout."""
+    first = weights[0] if weights[0].ndim == 2 else K.from_panels(weights[0], *sizes[:2])
+    return (first, *weights[1:])
 
 
 def kernel_with(weights, biases, batch, optimizer, layout="row-major"):
     """(net, block, weights, biases, state): an MLPKernel over a block holding copies of
-    the parameters in LAYOUTS[layout], trained by OPTIMIZERS[optimizer] from zero state."""
+    the parameters in `layout` (LAYOUTS), trained by OPTIMIZERS[optimizer] from zero state."""
     kind, hyper, _ = OPTIMIZERS[optimizer]
-    block, w, b = blocked(weights, biases, LAYOUTS[layout])
+    block, w, b = blocked(weights, biases, layout)
     net = K.MLPKernel(w, b, batch)
     state = tuple(np.zeros_like(block) for _ in K.OPTIMIZER_STATE[kind])
     if optimizer != "sgd":
@@ -119,7 +122,7 @@ def train_c(
     sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd", layout="row-major"
 ):
     """(weights, biases, losses, state) after `steps` C training steps with
-    OPTIMIZERS[optimizer] (lr None: its rate) on parameters in LAYOUTS[layout]; cached,
+    OPTIMIZERS[optimizer] (lr None: its rate) on parameters in `layout` (LAYOUTS); cached,
     treat as read-only."""
     images, labels = dataset(2000, sizes[0], seed, sizes[-1])
     lr = OPTIMIZERS[optimizer][2] if lr is None else lr
@@ -144,10 +147,15 @@ def assert_same_training(a, b, what):
     (wa, ba, la, sa), (wb, bb, lb, sb) = a, b
     assert la.tobytes() == lb.tobytes(), f"{what}: losses differ"
     for i, (x, y) in enumerate(zip(wa + ba, wb + bb)):
+        if x.ndim != y.ndim:  # one first layer in panels, the other row-major
+            x, y = (
+                K.from_panels(v, *max(x, y, key=np.ndim).shape) if v.ndim == 1 else v
+                for v in (x, y)
+            )
         assert x.tobytes() == y.tobytes(), (
             f"{what}: parameter {i} differs, max rel {max_rel_diff(x, y):.3g}"
         )
-    same_layout = all(x.strides == y.strides for x, y in zip(wa, wb))
+    same_layout = all(x.shape == y.shape for x, y in zip(wa, wb))
     for i, (x, y) in enumerate(zip(sa, sb) if same_layout else ()):
         assert x.tobytes() == y.tobytes(), f"{what}: optimizer state {i} differs"
 
@@ -403,31 +411,37 @@ def test_training_bit_identical_across_threads(isa, n_threads, config, optimizer
     )
 
 
-@pytest.mark.parametrize("layout", [name for name in LAYOUTS if name != "row-major"])
+# A first layer 100 wide ends in a panel of 4 columns, 48 wide in one of 16.
+PANELED = [NARROW, WIDE, ((784, 100, 10), 50, 12), ((300, 48, 20, 10), 30, 12)]
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
-def test_transposed_weights_train_bit_identically(isa, n_threads, config, optimizer, layout):
-    """Weights stored transposed change how a team splits the layer's GEMMs and which
-    operand is which, never a product or the order of a sum: the same bits as row-major
-    weights at one thread, at any thread count. The optimizer state, in the block's
-    layout, must then hold the same values in the same places."""
+@pytest.mark.parametrize(
+    "config", PANELED, ids=["784-128-32-10", "784-512-256-10", "784-100-10", "300-48-20-10"]
+)
+def test_paneled_weights_train_bit_identically(isa, n_threads, config, optimizer):
+    """A first layer in column panels changes how its GEMMs are cut and how a team splits
+    them, never a product or the order of a sum: the same bits as row-major weights at
+    one thread, at any thread count. The optimizer state, in the block's layout, must
+    then hold the same values in the same places."""
     sizes, batch, steps = config
+    layout = "first-in-panels"
     got = train_c(sizes, batch, steps, isa, n_threads, optimizer=optimizer, layout=layout)
     want = train_c(sizes, batch, steps, isa, 1, optimizer=optimizer)
     assert_same_training(got, want, f"{optimizer}, {layout}, on {isa} at {n_threads} threads")
     for i, (x, y) in enumerate(zip(got[3], want[3])):
-        x = row_major_block(x, sizes, LAYOUTS[layout])
+        x = row_major_block(x, sizes, layout)
         assert x.tobytes() == y.tobytes(), f"{optimizer}, {layout}: optimizer state {i} differs"
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_transposed_weights_on_small_batches(isa, n_threads, optimizer):
-    """Batches of 1 (the GEMMs' row path), 2, 13 and 100 rows: a transposed layout trains
-    to the same bits as row-major weights on one thread."""
+def test_paneled_weights_on_small_batches(isa, n_threads, optimizer):
+    """Batches of 1 (the GEMMs' row path), 2, 13 and 100 rows: a first layer in panels
+    trains to the same bits as row-major weights on one thread."""
     sizes = (784, 128, 32, 10)
     images, labels = dataset(500, sizes[0], 4, sizes[-1])
     runs = []
-    for layout, threads in (("row-major", 1), ("first-transposed", n_threads)):
+    for layout, threads in (("row-major", 1), ("first-in-panels", n_threads)):
         net, _, weights, biases, state = kernel_with(*init_params(sizes, 4), 100, optimizer, layout)
         losses = [
             net.train_step(images, labels, idx[:rows], OPTIMIZERS[optimizer][2], n_threads=threads)
@@ -604,13 +618,12 @@ def test_evaluate_across_threads_is_bit_identical(isa, n_threads, eval_problem, 
     ref.assert_close(many, p["logits"], p["err"], "evaluate logits vs float64")
 
 
-@pytest.mark.parametrize("layout", [name for name in LAYOUTS if name != "row-major"])
-def test_evaluate_transposed_weights_bit_identical(isa, n_threads, eval_problem, layout):
-    """Evaluation with weights stored transposed: the same logits, bit for bit, as with
+def test_evaluate_paneled_weights_bit_identical(isa, n_threads, eval_problem):
+    """Evaluation with the first layer in panels: the same logits, bit for bit, as with
     row-major weights, and the same count."""
     p = eval_problem
-    _, weights, biases = blocked(p["weights"], p["biases"], LAYOUTS[layout])
-    assert any(w.flags.f_contiguous and not w.flags.c_contiguous for w in weights)
+    _, weights, biases = blocked(p["weights"], p["biases"], "first-in-panels")
+    assert weights[0].ndim == 1
     want = np.empty((250, 10), F32)
     got = np.full((250, 10), np.nan, F32)
     hits_want = K.MLPKernel(list(p["weights"]), list(p["biases"]), 33).evaluate(
@@ -711,9 +724,18 @@ def test_mlpkernel_constructor_checks():
         K.MLPKernel(w, [np.zeros(4, F32), b[1]], 4)
     with pytest.raises(TypeError, match=r"weights\[0\]"):
         K.MLPKernel([w[0].astype(np.float64), w[1]], b, 4)
-    # C- or Fortran-contiguous (a transposed layout) only: every other row is neither.
+    # C-contiguous only: every other row is not, and neither is a transpose.
     with pytest.raises(ValueError, match=r"weights\[0\] must be C-contiguous"):
         K.MLPKernel([np.repeat(w[0], 2, axis=0)[::2], w[1]], b, 4)
+    with pytest.raises(ValueError, match=r"weights\[0\] must be C-contiguous"):
+        K.MLPKernel([np.asfortranarray(w[0]), w[1]], b, 4)
+    # A first layer in panels: 1-D, a whole number of rows of biases[0]'s width.
+    panels = K.to_panels(w[0])
+    assert K.MLPKernel([panels, w[1]], b, 4).layer_sizes == (6, 5, 3)
+    with pytest.raises(ValueError, match=r"weights\[0\] in panels has 29 values"):
+        K.MLPKernel([panels[:29], w[1]], b, 4)
+    with pytest.raises(ValueError, match=r"weights\[1\] must be 2-D"):
+        K.MLPKernel([w[0], K.to_panels(w[1])], b, 4)
     with pytest.raises(ValueError, match="batch_size"):
         K.MLPKernel(w, b, 0)
     with pytest.raises(ValueError, match="one bias per weight"):

@@ -135,9 +135,11 @@ def random_model(train_dir, seed):
     """The run's model with random weights of a trained net's scale and random biases."""
     model = load(train_dir)
     rng = np.random.default_rng(seed)
-    for value in model.params.values():
+    tensors = {}
+    for name, value in model.params.items():
         fan_in = value.shape[0] if value.ndim == 2 else 1
-        value[...] = rng.standard_normal(value.shape) * 2 / np.sqrt(fan_in)
+        tensors[name] = (rng.standard_normal(value.shape) * 2 / np.sqrt(fan_in)).astype(np.float32)
+    model.load_state_dict(tensors)
     return model
 
 
