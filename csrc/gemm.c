@@ -8,14 +8,17 @@
 // The model's operands live in L2, so packing is done only where it pays (BLIS "sup"):
 //  - A is read in place: MR row streams (NN/NT) or MR contiguous floats per k (TN/TT).
 //    An A tile whose rows would crowd a few L1 sets (transposed: a multiple of 512 B
-//    apart; untransposed, on a target with an A packer: 4 KiB) and that is reused across
-//    >= PACK_A_MIN_PANELS panels is first copied to k-major form.
+//    apart; untransposed, on a target with an A packer: 4 KiB), or, transposed, whose
+//    rows are too far apart for the stride prefetcher and too many to stay in L1 beside a
+//    B panel, and that is reused across >= PACK_A_MIN_PANELS panels is first copied to
+//    k-major form.
 //  - B is read in place when untransposed, one KC block of it fits DIRECT_B_BYTES and its
 //    rows are less than DIRECT_B_MAX_LDB floats apart (the small model's weights and
 //    gradients), or only one row tile uses it. A transposed B (NT/TT) or another one is
 //    packed NC columns at a time into NR-wide panels; a partial last panel (n % NR) is
 //    packed, zero-padded, unless the kernel reads it in place with masked loads
-//    (AVX-512, up to 16 columns: the 10-class layer's).
+//    (AVX-512, up to 16 columns: the 10-class layer's). A B in column panels
+//    (mnc_gemm_panels: the first layer's weights) is read in place, panel by panel.
 // A KC block with beta == 0 deeper than SPLIT_KB is cut into sub-blocks whose partial
 // chains wait in C (MNC_UK_ACC_IN/OUT, exact), so that an A tile (MR x sub-block) stays
 // in L1 and a packed B block (sub-block x NC, NC sized by PACK_B_BYTES) in L2.
