@@ -306,10 +306,9 @@ KERNEL_TARGET void ROW(int64_t k, int64_t n, float alpha, const float *a, int64_
 // takes its FMAs in increasing p, as in every kernel. Blocks of VW columns go in pairs:
 // two independent chains, so that one FMA's latency is not all the other waits on.
 // Rows past n read nothing (0), k past `k` is neither read nor multiplied.
-ALWAYS_INLINE KERNEL_TARGET vec row_t_block(vec acc, int rows, int64_t k, const float *a,
+ALWAYS_INLINE KERNEL_TARGET vec row_t_block(vec acc, int rows, int kp, const float *a,
                                             int64_t inc_a, const float *b, int64_t ldb,
                                             int64_t p0) {
-    int kp = k - p0 < VW ? (int)(k - p0) : VW;
     vec r[VW];
     load_transposed(r, b + p0, ldb, rows, kp);
     if (kp == VW) {
@@ -321,21 +320,34 @@ ALWAYS_INLINE KERNEL_TARGET vec row_t_block(vec acc, int rows, int64_t k, const 
     return acc;
 }
 
+// When k spans at least HEAD_MIN_BLOCKS blocks, the first one is cut short if that starts
+// the others on a VW-float boundary of every row (ldb a multiple of VW): a run that
+// straddles two cache lines costs two loads, and NumPy's large arrays start 16 bytes into
+// a line; the extra block's transposes then cost at most 1/HEAD_MIN_BLOCKS more. Blocks
+// only group each chain's consecutive k.
+#define HEAD_MIN_BLOCKS 16
 KERNEL_TARGET void ROW_T(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                          const float *b, int64_t ldb, float beta, float *c) {
+    int64_t head = 0;
+    if (ldb % VW == 0 && k >= HEAD_MIN_BLOCKS * VW)
+        head = (VW - (int64_t)((uintptr_t)b / sizeof(float) % VW)) % VW;
     for (int64_t j = 0; j < n; j += 2 * VW) {
         int n0 = n - j < VW ? (int)(n - j) : VW;
         int n1 = n - j <= VW ? 0 : n - j < 2 * VW ? (int)(n - j - VW) : VW;
         const float *b0 = b + j * ldb, *b1 = n1 > 0 ? b0 + VW * ldb : b0;
         vec acc0 = vzero(), acc1 = vzero();
-        for (int64_t p0 = 0; p0 < k; p0 += VW) {
-            acc0 = row_t_block(acc0, n0, k, a, inc_a, b0, ldb, p0);
-            if (n1 > 0) acc1 = row_t_block(acc1, n1, k, a, inc_a, b1, ldb, p0);
+        for (int64_t p0 = 0; p0 < k;) {
+            int64_t end = p0 == 0 && head > 0 ? head : p0 + VW;
+            int kp = (int)((end < k ? end : k) - p0);
+            acc0 = row_t_block(acc0, n0, kp, a, inc_a, b0, ldb, p0);
+            if (n1 > 0) acc1 = row_t_block(acc1, n1, kp, a, inc_a, b1, ldb, p0);
+            p0 += kp;
         }
         store_scaled(c + j, lane_mask(n0, 0), n0 == VW, acc0, alpha, beta);
         if (n1 > 0) store_scaled(c + j + VW, lane_mask(n1, 0), n1 == VW, acc1, alpha, beta);
     }
 }
+#undef HEAD_MIN_BLOCKS
 
 // The yardstick (peak.c): `iters` rounds of 2 MR independent FMA chains, as many as the
 // tile has accumulators, on whole vectors and with no memory traffic: what the tile's

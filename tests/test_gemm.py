@@ -364,6 +364,28 @@ def test_partial_b_panel_read_in_place_stays_inside_b(isa, n):
     del b, keep  # the view before the mapping it points into
 
 
+@pytest.mark.parametrize("k", [256, 272, 1024])
+def test_row_kernel_bits_do_not_depend_on_where_b_starts(isa, k):
+    """m = 1 with B transposed cuts its first block of k short so that the others start on
+    a cache line of B's rows (k long, ldb = k a multiple of 16): B at every float offset
+    within a line gives the same bits, and the reference's values."""
+    rng = np.random.default_rng(14)
+    a = rng.standard_normal((1, k)).astype(np.float32)
+    b = rng.standard_normal((48, k)).astype(np.float32)
+    results = []
+    for offset in range(16):
+        buf = np.zeros(b.size + 32, np.float32)
+        start = (-buf.ctypes.data // 4) % 16 + offset
+        moved = buf[start : start + b.size].reshape(b.shape)
+        moved[...] = b
+        assert moved.ctypes.data % 64 == 4 * offset
+        results.append(_kernels.sgemm(a, moved, trans_b=True))
+    for offset, got in enumerate(results):
+        np.testing.assert_array_equal(got, results[0], err_msg=f"{isa}: B at +{4 * offset} B")
+    bound = reference.gemm_tolerance(a, b, trans_b=True)
+    reference.assert_close(results[0], reference.gemm(a, b, trans_b=True), bound, isa)
+
+
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
 def test_no_access_outside_the_operands(isa, trans):
     rng = np.random.default_rng(9)
