@@ -79,8 +79,9 @@ class NumpyMLP:
     careful NumPy user would write it."""
 
     def __init__(self, model):
-        self.w = [model.params[f"{n}/weights"].copy() for n in model.names]
-        self.b = [model.params[f"{n}/biases"].copy() for n in model.names]
+        params = model.params
+        self.w = [params[f"{n}/weights"].copy() for n in model.names]
+        self.b = [params[f"{n}/biases"].copy() for n in model.names]
         batch = model.batch_size
         self.h = [np.empty((batch, w.shape[1]), np.float32) for w in self.w]
         self.dz = [np.empty((batch, w.shape[1]), np.float32) for w in self.w]
@@ -120,9 +121,9 @@ class NumpyMLP:
 def torch_step_fn(model, threads):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(threads)
-    layers = []
+    layers, params = [], model.params
     for i, name in enumerate(model.names):
-        w = model.params[f"{name}/weights"]
+        w = params[f"{name}/weights"]
         linear = torch.nn.Linear(*w.shape)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(w.T.copy()))
@@ -153,8 +154,9 @@ def jax_step_fn(model, threads):
         )
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
+    tensors = model.params
     params = [
-        (jnp.asarray(model.params[f"{n}/weights"]), jnp.asarray(model.params[f"{n}/biases"]))
+        (jnp.asarray(tensors[f"{n}/weights"]), jnp.asarray(tensors[f"{n}/biases"]))
         for n in model.names
     ]
 

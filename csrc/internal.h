@@ -102,15 +102,16 @@ typedef struct mnc_gemm_plan {
     int64_t ldc;
     int has_ep;
     mnc_epilogue ep;
-    int b_packed;              // every B panel is packed (see gemm.c), else only a partial last one
-    int64_t nc;                // columns per column block
-    int pack_a;                // copy each A tile to k-major form
-    int64_t kb;                // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
-    int64_t slot;              // floats of packing buffer per part: B panels, A tile
-    int64_t slot_b;            // the B panels' part of it
-    int row_path;              // m == 1: the target's row kernel (row_t for a transposed B)
-    int team;                  // parts (1 <= team <= n_threads)
-    int64_t b_panel, c_panel;  // B's, C's column panels (mnc_gemm_panels), or 0
+    int b_packed;    // every B panel is packed (see gemm.c), else only a partial last one
+    int64_t nc;      // columns per column block
+    int pack_a;      // copy each A tile to k-major form
+    int64_t kb;      // deepest sub-block of a KC block with beta == 0 (0: no sub-blocks)
+    int64_t slot;    // floats of packing buffer per part: B panels, A tile
+    int64_t slot_b;  // the B panels' part of it
+    int row_path;    // m == 1: the target's row kernel (row_t for a transposed B)
+    int team;        // parts (1 <= team <= n_threads)
+    // B's and C's column panels (mnc_gemm_panels), or 0.
+    int64_t b_panel, c_panel;
 } mnc_gemm_plan;
 
 // An untransposed B and/or a C stored in column panels (mnistc.h's MNC_PANEL): column j
@@ -125,8 +126,8 @@ typedef struct mnc_gemm_panels {
 
 // Plans C := epilogue(alpha op(A) op(B) + beta C) (mnc_sgemm_f32's contract) in at most
 // n_threads parts, each of at least min_flops (2mnk; the row path a tenth of it). ep and
-// layout (B's and C's panels) may be NULL; they are copied. Returns 0, or -1 when there is nothing
-// to do (m or n is 0).
+// layout (B's and C's panels) may be NULL; they are copied. Returns 0, or -1 when there
+// is nothing to do (m or n is 0).
 int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                        float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                        float beta, float *c, int64_t ldc, const mnc_epilogue *ep,

@@ -8,10 +8,14 @@
 
 static int in_panels(const mnc_mlp *net, int l) { return l == 0 && net->first_in_panels; }
 
-// The end of the full panels of columns [j0, j1) of a layer in panels: the GEMMs take
-// [j0, full_end) with B (or C) in panels, then a partial last panel [full_end, j1) as a
-// plain row-major matrix of its own.
-static int64_t full_end(int64_t j0, int64_t j1) { return j0 + (j1 - j0) / MNC_PANEL * MNC_PANEL; }
+// Columns [j0, j1) of layer l as its GEMMs take them, [cuts[0], cuts[1]) then
+// [cuts[1], cuts[2]) (either may be empty): for a layer in panels its full panels, with B
+// (or C) in panels, then a partial last panel as a plain row-major matrix of its own;
+// else all of them in the first.
+static void column_cuts(const mnc_mlp *net, int l, int64_t j0, int64_t j1, int64_t cuts[3]) {
+    cuts[0] = j0, cuts[2] = j1;
+    cuts[1] = in_panels(net, l) ? j0 + (j1 - j0) / MNC_PANEL * MNC_PANEL : j1;
+}
 
 // The GEMMs' B and C layouts for columns [j0, j1) of layer l: its weights' columns start
 // at *w_offset, with rows *ld apart, in panels when *panel is nonzero.
@@ -32,7 +36,8 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
         int64_t k = net->sizes[l], n = net->sizes[l + 1];
-        int64_t cuts[3] = {0, in_panels(net, l) ? full_end(0, n) : n, n};
+        int64_t cuts[3];
+        column_cuts(net, l, 0, n, cuts);
         for (int part = 0; part < 2; part++) {
             int64_t j0 = cuts[part], j1 = cuts[part + 1], offset, ld, panel;
             if (j0 == j1) continue;
@@ -186,8 +191,8 @@ static void run_layer(const step_ctx *s, int l, int dw, int tid, int rotate) {
     }
     int parts = panel_parts(s, l);
     if (tid >= parts) return;
-    int64_t j0 = panel_start(s, l, tid, parts), j1 = panel_start(s, l, tid + 1, parts);
-    int64_t cuts[3] = {j0, full_end(j0, j1), j1};
+    int64_t cuts[3];
+    column_cuts(s->net, l, panel_start(s, l, tid, parts), panel_start(s, l, tid + 1, parts), cuts);
     for (int c = 0; c < 2; c++)
         if (cuts[c] < cuts[c + 1] && (dw ? plan_dw(&g, s, l, cuts[c], cuts[c + 1])
                                          : plan_forward(&g, s, l, cuts[c], cuts[c + 1])) == 0)
@@ -273,9 +278,10 @@ static int64_t step_pack_slot(const step_ctx *s) {
         int64_t n = s->net->sizes[l + 1];
         int parts = in_panels(s->net, l) ? panel_parts(s, l) : 1;
         for (int p = 0; p < parts; p++) {
-            int64_t j0 = in_panels(s->net, l) ? panel_start(s, l, p, parts) : 0;
-            int64_t j1 = in_panels(s->net, l) ? panel_start(s, l, p + 1, parts) : n;
-            int64_t cuts[3] = {j0, in_panels(s->net, l) ? full_end(j0, j1) : j1, j1};
+            int64_t cuts[3], j0 = 0, j1 = n;
+            if (in_panels(s->net, l))
+                j0 = panel_start(s, l, p, parts), j1 = panel_start(s, l, p + 1, parts);
+            column_cuts(s->net, l, j0, j1, cuts);
             for (int c = 0; c < 2; c++) {
                 if (cuts[c] == cuts[c + 1]) continue;
                 if (plan_forward(&g, s, l, cuts[c], cuts[c + 1]) == 0 && g.slot > most)

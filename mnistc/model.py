@@ -178,7 +178,8 @@ class MLP:
     def params(self):
         """{name: read-only array} of the parameters, each shaped as the tensor: views of
         the live parameters, except the first layer's weights, a copy of their panels
-        taken now. Set them with load_state_dict."""
+        taken now (so each access builds the dict anew: bind it once). Set them with
+        load_state_dict."""
         out = {}
         for name, piece in self._stored.items():
             value = self._read(name, piece).view()

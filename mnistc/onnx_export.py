@@ -50,11 +50,12 @@ def to_onnx(model):
         helper.make_node("Mul", ["pixels", "pixel_scale"], ["x0"], name="scale"),
     ]
     x = "x0"
+    params = model.params  # built on each access (the first layer's weights from panels)
     for i, name in enumerate(model.names):
         weights, biases = f"{name}/weights", f"{name}/biases"
         initializers += [
-            numpy_helper.from_array(model.params[weights], weights),
-            numpy_helper.from_array(model.params[biases], biases),
+            numpy_helper.from_array(params[weights], weights),
+            numpy_helper.from_array(params[biases], biases),
         ]
         last = i == len(model.names) - 1
         out = "logits" if last else f"{name}/linear"
