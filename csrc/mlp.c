@@ -88,12 +88,15 @@ typedef struct step_ctx {
     const mnc_mlp_optimizer *opt;  // NULL: fused SGD
     mnc_optim_step os;
     int threads;  // the walkers
-    float *pack;  // threads × pack_slot floats of GEMM packing buffer, or NULL
-    int64_t pack_slot;
+    // threads × slot floats of scratch, or NULL; a walker's slot holds pack_slot floats of
+    // GEMM packing buffer, then, with several walkers, its own copy of the gathered batch
+    float *pack;
+    int64_t pack_slot, slot;
+    const float *input;  // the gathered batch this walker reads (set by step_walk)
 } step_ctx;
 
 static const float *layer_input(const step_ctx *s, int l) {
-    return l > 0 ? s->buf->activations[l - 1] : s->buf->input;
+    return l > 0 ? s->buf->activations[l - 1] : s->input;
 }
 
 // The GEMMs of the step. Forward: bias and ReLU ride in the epilogue. For a layer in
@@ -170,7 +173,7 @@ static void run_parts(const step_ctx *s, const mnc_gemm_plan *g, int tid, int fi
         mnc_gemm_execute(g);
         return;
     }
-    float *buf = s->pack != NULL ? s->pack + tid * s->pack_slot : NULL;
+    float *buf = s->pack != NULL ? s->pack + tid * s->slot : NULL;
     for (int p = first; p < g->team; p += stride) mnc_gemm_run(g, buf, p);
 }
 
@@ -223,19 +226,26 @@ static void sync(const step_ctx *s) {
     }
 }
 
-// One walker's share of the step (thread tid of s->threads). Returns what
+// One walker's share of the step (thread tid of shared->threads). Returns what
 // mnc_mlp_train_step returns; thread 0 also stores the loss.
-static int step_walk(const step_ctx *s, int tid, double *loss) {
+static int step_walk(const step_ctx *shared, int tid, double *loss) {
+    step_ctx own = *shared;
+    const step_ctx *s = &own;
     const mnc_mlp *net = s->net;
     const mnc_mlp_buffers *buf = s->buf;
     const int last = net->n_layers - 1, T = s->threads;
     const int64_t m = s->m, classes = net->sizes[net->n_layers];
     mnc_gemm_plan g;
 
-    int parts = parts_for(s, m * s->image_size, REGION_MIN_ELEMENTS, m, 1);
-    for (int p = tid; p < parts; p += T)
-        mnc_gather_scale_rows(buf->input, buf->labels, s->images, s->labels, s->idx, s->image_size,
-                              s->scale, mnc_split(m, 1, p, parts), mnc_split(m, 1, p + 1, parts));
+    // Every walker gathers the whole batch, walker 0 into buf->input and the others into
+    // a copy of their own. The first layer's GEMMs give each walker its own columns over
+    // every row of the batch: rows gathered on one core would be read from the other's
+    // cache, and each step's gather would first have to take back the lines the other
+    // core read. Gathering twice as many rows costs a walker no more time than that.
+    float *x = tid == 0 ? buf->input : s->pack + tid * s->slot + s->pack_slot;
+    own.input = x;
+    mnc_gather_scale_rows(x, tid == 0 ? buf->labels : NULL, s->images, s->labels, s->idx,
+                          s->image_size, s->scale, 0, m);
     sync(s);
     for (int64_t b = 0; b < m; b++)  // every walker finds the same
         if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
@@ -244,7 +254,7 @@ static int step_walk(const step_ctx *s, int tid, double *loss) {
         run_layer(s, l, 0, tid, 0);
         sync(s);
     }
-    parts = parts_for(s, m * classes, REGION_MIN_ELEMENTS, m, 16);
+    int parts = parts_for(s, m * classes, REGION_MIN_ELEMENTS, m, 16);
     for (int p = tid; p < parts; p += T)
         mnc_softmax_xent_rows(buf->grads[last], buf->row_loss, buf->activations[last], buf->labels,
                               classes, 1.0f / (float)m, s->label_smoothing,
@@ -308,7 +318,8 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
                   .scale = scale,
                   .lr = (float)lr,
                   .label_smoothing = label_smoothing,
-                  .opt = opt};
+                  .opt = opt,
+                  .input = buf->input};
     if (opt != NULL) s.os = mnc_optim_prepare(&opt->settings, lr, step, 0.0);
     // The step's threads: as many as its GEMMs would use at most on their own.
     double flops = 0.0;
@@ -318,9 +329,10 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
                               MNC_GEMM_MIN_FLOPS_PER_THREAD);
     for (;;) {
         s.pack_slot = step_pack_slot(&s);
-        s.pack = s.pack_slot > 0 ? mnc_gemm_buffer((size_t)(s.pack_slot * s.threads)) : NULL;
+        s.slot = s.pack_slot + (s.threads > 1 ? (m * image_size + 15) / 16 * 16 : 0);
+        s.pack = s.slot > 0 ? mnc_gemm_buffer((size_t)(s.slot * s.threads)) : NULL;
         if (s.threads == 1) return step_walk(&s, 0, loss);
-        if (s.pack != NULL || s.pack_slot == 0) {
+        if (s.pack != NULL) {
             int status = 0, short_handed = 0;
             const step_ctx *sp = &s;
 #pragma omp parallel num_threads(sp->threads)
