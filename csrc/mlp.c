@@ -64,6 +64,8 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // dW_l runs a phase after dX_l because with plain SGD it updates W_l in place, which dX_l
 // must read first. A kernel's parts are the splits of gemm.c and nn.c, which never change
 // how an element is computed, so the step's bits do not depend on the thread count.
+// Phases of small kernels run on walker 0 alone (SOLO_ELEMENTS says when), with no
+// barrier between two such phases.
 //
 // A layer in panels (mnistc.h) has its forward and dW GEMMs split here instead, by whole
 // panels, the same ones on the same walker, so each walker reads and writes only its own
@@ -77,6 +79,15 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // while the team spins), not a team start, so far less than the kernels ask of a thread
 // on their own.
 enum { REGION_MIN_FLOPS = 200000, REGION_MIN_ELEMENTS = 8192 };
+
+// ... except that a phase whose kernels would each get one thread on their own (fewer
+// than two threads' worth of MNC_GEMM_MIN_FLOPS_PER_THREAD, or of SOLO_ELEMENTS for the
+// element-wise ones) runs whole on walker 0, and a run of such phases without barriers
+// between them: the small layers' operands are a few KB written by the phase before,
+// and split over two cores each part spent longer fetching the other core's lines than
+// computing (the small net's three middle phases took 2.3 times the single-thread time
+// in all), while one walker finds them in its own cache.
+enum { SOLO_ELEMENTS = 1 << 15 };
 
 typedef struct step_ctx {
     const mnc_mlp *net;
@@ -226,6 +237,30 @@ static void sync(const step_ctx *s) {
     }
 }
 
+// Whether layer l's GEMMs (forward, dx and dw have the same flops) are small enough for
+// a walker alone, and so whether forward phase l, the softmax, and backward phase l
+// (dw l+1, dx l, db l) run on walker 0 alone.
+static int solo_layer(const step_ctx *s, int l) {
+    const int64_t *sizes = s->net->sizes;
+    double flops = 2.0 * (double)s->m * (double)sizes[l] * (double)sizes[l + 1];
+    return !in_panels(s->net, l) && flops < 2.0 * MNC_GEMM_MIN_FLOPS_PER_THREAD;
+}
+
+static int solo_softmax(const step_ctx *s) {
+    return s->m * s->net->sizes[s->net->n_layers] < 2 * SOLO_ELEMENTS;
+}
+
+static int solo_backward(const step_ctx *s, int l) {
+    int last = s->net->n_layers - 1;
+    return (l + 1 > last || solo_layer(s, l + 1)) && (l <= 0 || solo_layer(s, l)) &&
+           (l < 0 || s->m * s->net->sizes[l + 1] < 2 * SOLO_ELEMENTS);
+}
+
+// The end of a phase: a barrier, unless this phase and the next run on walker 0 alone.
+static void end_phase(const step_ctx *s, int solo, int next_solo) {
+    if (!(solo && next_solo)) sync(s);
+}
+
 // One walker's share of the step (thread tid of shared->threads). Returns what
 // mnc_mlp_train_step returns; thread 0 also stores the loss.
 static int step_walk(const step_ctx *shared, int tid, double *loss) {
@@ -250,24 +285,33 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
     for (int64_t b = 0; b < m; b++)  // every walker finds the same
         if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
 
+    // A phase on walker 0 alone runs with a one-walker context: its kernels in one part.
+    step_ctx alone = own;
+    alone.threads = 1;
     for (int l = 0; l <= last; l++) {
-        run_layer(s, l, 0, tid, 0);
-        sync(s);
+        int solo = solo_layer(s, l), next = l < last ? solo_layer(s, l + 1) : solo_softmax(s);
+        if (!solo || tid == 0) run_layer(solo ? &alone : s, l, 0, tid, 0);
+        end_phase(s, solo, next);
     }
-    int parts = parts_for(s, m * classes, REGION_MIN_ELEMENTS, m, 16);
+    int solo = solo_softmax(s);
+    int parts = solo ? 1 : parts_for(s, m * classes, REGION_MIN_ELEMENTS, m, 16);
     for (int p = tid; p < parts; p += T)
         mnc_softmax_xent_rows(buf->grads[last], buf->row_loss, buf->activations[last], buf->labels,
                               classes, 1.0f / (float)m, s->label_smoothing,
                               mnc_split(m, 16, p, parts), mnc_split(m, 16, p + 1, parts));
-    sync(s);
+    end_phase(s, solo, solo_backward(s, last));
     if (tid == 0) *loss = mnc_mean_loss(buf->row_loss, m);
 
     for (int l = last; l >= -1; l--) {  // phase l: dw l+1, dx l, db l
+        const step_ctx *c = solo_backward(s, l) ? &alone : s;
         int rotate = 0;
-        if (l + 1 <= last) run_layer(s, l + 1, 1, tid, rotate++);
-        if (l > 0 && plan_dx(&g, s, l) == 0) run_gemm(s, &g, tid, rotate++);
-        if (l >= 0) run_bias(s, l, tid, rotate);
-        sync(s);
+        if (c == s || tid == 0) {
+            if (l + 1 <= last) run_layer(c, l + 1, 1, tid, rotate++);
+            if (l > 0 && plan_dx(&g, c, l) == 0) run_gemm(c, &g, tid, rotate++);
+            if (l >= 0) run_bias(c, l, tid, rotate);
+        }
+        if (l >= 0) end_phase(s, c == &alone, solo_backward(s, l - 1));
+        else if (s->opt != NULL) sync(s);  // else the region's end is the barrier
     }
     if (s->opt != NULL) {
         const mnc_mlp_optimizer *o = s->opt;
