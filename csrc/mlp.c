@@ -60,7 +60,7 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // region) walks the same list of phases, doing its parts of each kernel and meeting the
 // others at a barrier where a phase needs what the one before it wrote:
 //   gather | forward 0 | ... | forward L-1 | softmax |
-//   dx L-1, db L-1 | dw L-1, dx L-2, db L-2 | ... | dw 1, db 0 | dw 0 [| update]
+//   dx L-1, db L-1 | dw L-1, dx L-2, db L-2 | ... | dw 1, db 0, dw 0 [| update]
 // dW_l runs a phase after dX_l because with plain SGD it updates W_l in place, which dX_l
 // must read first. A kernel's parts are the splits of gemm.c and nn.c, which never change
 // how an element is computed, so the step's bits do not depend on the thread count.
@@ -256,6 +256,15 @@ static int solo_backward(const step_ctx *s, int l) {
            (l < 0 || s->m * s->net->sizes[l + 1] < 2 * SOLO_ELEMENTS);
 }
 
+// Whether backward phase l, and every phase after it up to the next barrier, run on
+// walker 0 alone. Phase 0 (dw 1, db 0) writes nothing that phase -1 (dw 0) reads, so no
+// barrier separates them: the one dw 0 needs (for dZ_0) ends the phase before phase 0,
+// and each walker goes on to its panels of dW_0 as soon as its part of phase 0 is done
+// (with phase 0 on walker 0 alone, the other walkers start at once).
+static int solo_from(const step_ctx *s, int l) {
+    return solo_backward(s, l) && (l != 0 || solo_backward(s, -1));
+}
+
 // The end of a phase: a barrier, unless this phase and the next run on walker 0 alone.
 static void end_phase(const step_ctx *s, int solo, int next_solo) {
     if (!(solo && next_solo)) sync(s);
@@ -299,7 +308,7 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
         mnc_softmax_xent_rows(buf->grads[last], buf->row_loss, buf->activations[last], buf->labels,
                               classes, 1.0f / (float)m, s->label_smoothing,
                               mnc_split(m, 16, p, parts), mnc_split(m, 16, p + 1, parts));
-    end_phase(s, solo, solo_backward(s, last));
+    end_phase(s, solo, solo_from(s, last));
     if (tid == 0) *loss = mnc_mean_loss(buf->row_loss, m);
 
     for (int l = last; l >= -1; l--) {  // phase l: dw l+1, dx l, db l
@@ -310,8 +319,8 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
             if (l > 0 && plan_dx(&g, c, l) == 0) run_gemm(c, &g, tid, rotate++);
             if (l >= 0) run_bias(c, l, tid, rotate);
         }
-        if (l >= 0) end_phase(s, c == &alone, solo_backward(s, l - 1));
-        else if (s->opt != NULL) sync(s);  // else the region's end is the barrier
+        if (l > 0) end_phase(s, c == &alone, solo_from(s, l - 1));
+        else if (l < 0 && s->opt != NULL) sync(s);  // else the region's end is the barrier
     }
     if (s->opt != NULL) {
         const mnc_mlp_optimizer *o = s->opt;
