@@ -230,6 +230,26 @@ def test_gzip_bomb_is_not_inflated(tmp_path, gzip_reader):
     assert peak < 4 << 20
 
 
+def test_a_plausible_claim_with_no_body_allocates_by_the_compressed_size(tmp_path, gzip_reader):
+    # 55 MB claimed (under GZIP_ALWAYS_ALLOWED, so it is read), a hundred bytes present.
+    path = write_bytes(
+        tmp_path / "train-images-idx3-ubyte.gz", image_file(dims=(70000, 28, 28)), True
+    )
+    excinfo, peak = read_images_expecting_error(path)
+    assert_data_error(excinfo, path, "truncated data")
+    assert peak < 4 << 20
+
+
+@pytest.mark.parametrize("content", ["random", "zeros"])
+def test_gzip_body_in_one_buffer_or_grown(tmp_path, gzip_reader, content):
+    # Random pixels hardly compress: the body fits the buffer GZIP_LIKELY_RATIO times
+    # the file's size. Zeros compress 1000:1: the buffer starts at a chunk and grows.
+    images = small_images(3000) if content == "random" else np.zeros((3000, 28, 28), np.uint8)
+    assert images.nbytes > 2 * idx.CHUNK_BYTES
+    path = write_bytes(tmp_path / "train-images-idx3-ubyte.gz", images_idx(images), True)
+    np.testing.assert_array_equal(idx.read_images(path), images)
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory"])
 def test_unreadable_file(tmp_path, kind):
     path = tmp_path / "nothing-here"
