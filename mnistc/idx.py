@@ -88,8 +88,8 @@ def _read_up_to(stream, count, likely=0):
     """Read `count` bytes, fewer only at end of stream, into a uint8 array. Memory grows
     with the bytes actually read, never with `count` (which may come from a hostile
     header): the buffer starts at one chunk, or at `likely` bytes (what the file's own
-    size says it holds), and grows fourfold as it fills; each growth copies what was
-    read into fresh pages (for MNIST's training images from one chunk, 6 ms of 56).
+    size says it holds), and grows fourfold as it fills. Each growth copies what was
+    read into fresh pages, so a `likely` that covers the body reads it in one buffer.
 
     The buffer is NumPy's own allocation, which on Linux is backed by transparent huge
     pages from 4 MiB up: the training step gathers randomly chosen 784-byte rows, and with
