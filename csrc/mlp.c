@@ -84,9 +84,8 @@ enum { REGION_MIN_FLOPS = 200000, REGION_MIN_ELEMENTS = 8192 };
 // than two threads' worth of MNC_GEMM_MIN_FLOPS_PER_THREAD, or of SOLO_ELEMENTS for the
 // element-wise ones) runs whole on walker 0, and a run of such phases without barriers
 // between them: the small layers' operands are a few KB written by the phase before,
-// and split over two cores each part spent longer fetching the other core's lines than
-// computing (the small net's three middle phases took 2.3 times the single-thread time
-// in all), while one walker finds them in its own cache.
+// and split over two cores each part spends longer fetching the other core's lines than
+// computing, while one walker finds them in its own cache.
 enum { SOLO_ELEMENTS = 1 << 15 };
 
 typedef struct step_ctx {
