@@ -269,6 +269,38 @@ static void end_phase(const step_ctx *s, int solo, int next_solo) {
     if (!(solo && next_solo)) sync(s);
 }
 
+// Part `part` of `parts` of the optimizer's update of block elements [lo, hi).
+static void update_slice(const step_ctx *s, int64_t lo, int64_t hi, int part, int parts) {
+    const mnc_mlp_optimizer *o = s->opt;
+    if (lo < hi)
+        mnc_optim_update_part(&s->os, o->params + lo, o->state0 ? o->state0 + lo : NULL,
+                              o->state1 ? o->state1 + lo : NULL, NULL, o->grads + lo, hi - lo, part,
+                              parts);
+}
+
+// Walker tid's share of the optimizer's update. The weights of a first layer in panels
+// go by its panels, each to the walker whose dW_0 wrote their gradients and whose
+// forward 0 reads them next step (the lines stay in one core's cache); the rest of the
+// block (the other layers, the biases) is shared out evenly.
+static void run_update(const step_ctx *s, int tid) {
+    const mnc_mlp *net = s->net;
+    const int64_t n = s->opt->n;
+    int64_t w0 = 0, w1 = 0;  // the first layer's weights in the block, when they go by panels
+    if (in_panels(net, 0) && s->threads > 1) {
+        int64_t k = net->sizes[0];
+        int parts = panel_parts(s, 0);
+        w0 = net->weights[0] - s->opt->params, w1 = w0 + k * net->sizes[1];
+        if (tid < parts)
+            update_slice(s, w0 + panel_start(s, 0, tid, parts) * k,
+                         w0 + panel_start(s, 0, tid + 1, parts) * k, 0, 1);
+    }
+    int parts = parts_for(s, n - (w1 - w0), REGION_MIN_ELEMENTS, n - (w1 - w0), 16);
+    for (int p = tid; p < parts; p += s->threads) {
+        update_slice(s, 0, w0, p, parts);
+        update_slice(s, w1, n, p, parts);
+    }
+}
+
 // One walker's share of the step (thread tid of shared->threads). Returns what
 // mnc_mlp_train_step returns; thread 0 also stores the loss.
 static int step_walk(const step_ctx *shared, int tid, double *loss) {
@@ -321,13 +353,7 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
         if (l > 0) end_phase(s, c == &alone, solo_from(s, l - 1));
         else if (l < 0 && s->opt != NULL) sync(s);  // else the region's end is the barrier
     }
-    if (s->opt != NULL) {
-        const mnc_mlp_optimizer *o = s->opt;
-        parts = parts_for(s, o->n, REGION_MIN_ELEMENTS, o->n, 16);
-        for (int p = tid; p < parts; p += T)
-            mnc_optim_update_part(&s->os, o->params, o->state0, o->state1, NULL, o->grads, o->n, p,
-                                  parts);
-    }
+    if (s->opt != NULL) run_update(s, tid);
     return 0;
 }
 
