@@ -142,6 +142,9 @@ void mnc_gemm_execute(const mnc_gemm_plan *g);
 float *mnc_gemm_buffer(size_t floats);
 // The flops per thread below which mnc_sgemm_f32 keeps a GEMM on one thread.
 #define MNC_GEMM_MIN_FLOPS_PER_THREAD 1000000
+// The elements per thread below which nn.c's element-wise kernels keep to one thread: a
+// second thread costs more than it saves.
+#define MNC_NN_MIN_ELEMENTS_PER_THREAD (1 << 15)
 
 // Tests only (tests/test_gemm.py, through ctypes): caps gemm.c's packing buffer at
 // `floats` (SIZE_MAX: no cap) and frees the calling thread's, so that a GEMM needing more

@@ -64,8 +64,8 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // dW_l runs a phase after dX_l because with plain SGD it updates W_l in place, which dX_l
 // must read first. A kernel's parts are the splits of gemm.c and nn.c, which never change
 // how an element is computed, so the step's bits do not depend on the thread count.
-// Phases of small kernels run on walker 0 alone (SOLO_ELEMENTS says when), with no
-// barrier between two such phases.
+// Phases of small kernels run on walker 0 alone (solo_work says when), with no barrier
+// between two such phases.
 //
 // A layer in panels (mnistc.h) has its forward and dW GEMMs split here instead, by whole
 // panels, the same ones on the same walker, so each walker reads and writes only its own
@@ -80,13 +80,11 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, i
 // on their own.
 enum { REGION_MIN_FLOPS = 200000, REGION_MIN_ELEMENTS = 8192 };
 
-// ... except that a phase whose kernels would each get one thread on their own (fewer
-// than two threads' worth of MNC_GEMM_MIN_FLOPS_PER_THREAD, or of SOLO_ELEMENTS for the
-// element-wise ones) runs whole on walker 0, and a run of such phases without barriers
+// ... except that a phase whose kernels would each get one thread on their own (alone,
+// see solo_work) runs whole on walker 0, and a run of such phases without barriers
 // between them: the small layers' operands are a few KB written by the phase before,
 // and split over two cores each part spends longer fetching the other core's lines than
 // computing, while one walker finds them in its own cache.
-enum { SOLO_ELEMENTS = 1 << 15 };
 
 typedef struct step_ctx {
     const mnc_mlp *net;
@@ -236,23 +234,30 @@ static void sync(const step_ctx *s) {
     }
 }
 
+// Whether a kernel of this much work would get one thread of two on its own, by the
+// rule gemm.c and nn.c apply outside a region.
+static int solo_work(int64_t work, int64_t min_work) {
+    return mnc_team_size(2, work, min_work) == 1;
+}
+
 // Whether layer l's GEMMs (forward, dx and dw have the same flops) are small enough for
 // a walker alone, and so whether forward phase l, the softmax, and backward phase l
 // (dw l+1, dx l, db l) run on walker 0 alone.
 static int solo_layer(const step_ctx *s, int l) {
     const int64_t *sizes = s->net->sizes;
     double flops = 2.0 * (double)s->m * (double)sizes[l] * (double)sizes[l + 1];
-    return !in_panels(s->net, l) && flops < 2.0 * MNC_GEMM_MIN_FLOPS_PER_THREAD;
+    return !in_panels(s->net, l) &&
+           solo_work(flops > 9e18 ? INT64_MAX : (int64_t)flops, MNC_GEMM_MIN_FLOPS_PER_THREAD);
 }
 
 static int solo_softmax(const step_ctx *s) {
-    return s->m * s->net->sizes[s->net->n_layers] < 2 * SOLO_ELEMENTS;
+    return solo_work(s->m * s->net->sizes[s->net->n_layers], MNC_NN_MIN_ELEMENTS_PER_THREAD);
 }
 
 static int solo_backward(const step_ctx *s, int l) {
     int last = s->net->n_layers - 1;
     return (l + 1 > last || solo_layer(s, l + 1)) && (l <= 0 || solo_layer(s, l)) &&
-           (l < 0 || s->m * s->net->sizes[l + 1] < 2 * SOLO_ELEMENTS);
+           (l < 0 || solo_work(s->m * s->net->sizes[l + 1], MNC_NN_MIN_ELEMENTS_PER_THREAD));
 }
 
 // Whether backward phase l, and every phase after it up to the next barrier, run on

@@ -17,8 +17,6 @@
 #include <omp.h>
 #endif
 
-// Elements per thread below which a second thread costs more than it saves.
-enum { MIN_ELEMENTS_PER_THREAD = 1 << 15 };
 // How many shuffled rows ahead the gather asks for the next rows (see the loop): enough
 // lead for a row to arrive from DRAM while the rows before it are converted. The distance
 // is not critical; 2 to 8 rows do alike.
@@ -66,7 +64,7 @@ static void bias_relu_rows(float *y, const float *x, const float *bias, int64_t 
 
 void mnc_bias_relu_f32(float *y, const float *x, const float *bias, int64_t m, int64_t n,
                        int n_threads) {
-    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+    int team = mnc_team_size(n_threads, m * n, MNC_NN_MIN_ELEMENTS_PER_THREAD);
     SPLIT_LOOP(m, 1, bias_relu_rows(y, x, bias, n, lo, hi));
 }
 
@@ -84,7 +82,7 @@ static void relu_backward_range(float *dx, const float *dy, const float *y, int6
 
 void mnc_relu_backward_f32(float *dx, const float *dy, const float *y, int64_t m, int64_t n,
                            int n_threads) {
-    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+    int team = mnc_team_size(n_threads, m * n, MNC_NN_MIN_ELEMENTS_PER_THREAD);
     SPLIT_LOOP(m * n, 16, relu_backward_range(dx, dy, y, lo, hi));
 }
 
@@ -123,7 +121,7 @@ void mnc_colsum_axpy_columns(float *out, const float *x, int64_t m, int64_t n, f
 // keeps a block in 16 zmm registers, AVX2 half of it in 16 ymm at a time; nn_simd.h).
 void mnc_colsum_axpy_f32(float *out, const float *x, int64_t m, int64_t n, float alpha, float beta,
                          int n_threads) {
-    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+    int team = mnc_team_size(n_threads, m * n, MNC_NN_MIN_ELEMENTS_PER_THREAD);
     if (team > (n + 15) / 16) team = (int)((n + 15) / 16);
     SPLIT_LOOP(n, 16, mnc_colsum_axpy_columns(out, x, m, n, alpha, beta, lo, hi));
 }
@@ -192,7 +190,7 @@ int mnc_softmax_xent_f32(float *dlogits, float *row_loss, double *mean_loss, con
                          float label_smoothing, int n_threads) {
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
-    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+    int team = mnc_team_size(n_threads, m * n, MNC_NN_MIN_ELEMENTS_PER_THREAD);
     // Parts of whole 16-row blocks: full SIMD blocks on either target.
     SPLIT_LOOP(m, 16,
                mnc_softmax_xent_rows(dlogits, row_loss, logits, labels, n, grad_scale,
@@ -228,7 +226,7 @@ int mnc_in_top_k_f32(uint8_t *correct, int64_t *n_correct, const float *logits,
     for (int64_t i = 0; i < m; i++)
         if (labels[i] < 0 || labels[i] >= n) return (int)(-1 - i);
     int64_t hits = 0;
-    int team = mnc_team_size(n_threads, m * n, MIN_ELEMENTS_PER_THREAD);
+    int team = mnc_team_size(n_threads, m * n, MNC_NN_MIN_ELEMENTS_PER_THREAD);
     if (team == 1) {
         hits = in_top_k_rows(correct, logits, labels, n, k, 0, m);
     } else {
@@ -268,6 +266,6 @@ void mnc_gather_scale_rows(float *x, int32_t *y, const uint8_t *images, const ui
 
 void mnc_gather_scale_u8(float *x, int32_t *y, const uint8_t *images, const uint8_t *labels,
                          const int32_t *idx, int64_t m, int64_t d, float scale, int n_threads) {
-    int team = mnc_team_size(n_threads, m * d, MIN_ELEMENTS_PER_THREAD);
+    int team = mnc_team_size(n_threads, m * d, MNC_NN_MIN_ELEMENTS_PER_THREAD);
     SPLIT_LOOP(m, 1, mnc_gather_scale_rows(x, y, images, labels, idx, d, scale, lo, hi));
 }
