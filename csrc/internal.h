@@ -26,6 +26,19 @@ static inline int mnc_thread_num(void) {
 #define MNC_PREFETCH_L2(p) ((void)(p))
 #endif
 
+// How many shuffled rows ahead a batch gather asks for the next rows: enough lead for a
+// row to arrive from DRAM while the rows before it are converted. The distance is not
+// critical; 2 to 8 rows do alike.
+#define MNC_GATHER_PREFETCH_ROWS 4
+
+// Ask for every cache line of bytes [p, p + n), into L2: a few rows ahead are some 50
+// lines in flight, more than L1 has miss buffers for (asked into L1, the later requests
+// wait for free ones), and L2 serves the conversion nearly as fast.
+static inline void mnc_prefetch_bytes(const uint8_t *p, int64_t n) {
+    for (int64_t j = 0; j < n; j += 64) MNC_PREFETCH_L2(p + j);
+    if (n > 0) MNC_PREFETCH_L2(p + n - 1);
+}
+
 // The number of threads in the innermost parallel region (1 outside one).
 static inline int mnc_num_threads(void) {
 #ifdef _OPENMP
@@ -186,6 +199,29 @@ void mnc_softmax_xent_rows_avx512(float *dz, float *row_loss, const float *z, co
                                   int64_t rows, int64_t n, float grad_scale, float smoothing);
 void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z, const int32_t *labels,
                                 int64_t rows, int64_t n, float grad_scale, float smoothing);
+#endif
+
+// ---------------------------------------------------------------------------------
+// The first layer's GEMMs for inputs that are mostly zeros (sparse.c, for mlp.c; AVX-512
+// only, W_0 in panels or row-major): the AVX-512 kernel's 12-row tiles, each skipping the
+// reduction steps at which all its A values are 0. fma(0, w, acc) = acc for any finite w,
+// so the steps taken are the dense kernel's chains, and the results the dense GEMMs' bits
+// (for finite weights, up to the sign of a zero). steps: scratch for max(m, d) + 16
+// int32.
+#ifdef MNC_NN_X86
+// Z = epilogue(X W) for X [m, d] (row-major, ld d), Z's rows [0, m) and columns [0, n) of a
+// W in mnistc.h's panels (panel != 0: column j at (j / MNC_PANEL) panel + j % MNC_PANEL,
+// rows ldw apart) or row-major (panel == 0, rows ldw apart): the dense GEMM with beta =
+// 0, alpha = 1 and the epilogue's bias and ReLU (bias NULL: none).
+void mnc_sparse_forward_avx512(float *z, int64_t ldz, const float *x, int64_t m, int64_t d,
+                               const float *w, int64_t ldw, int64_t panel, int64_t n,
+                               const float *bias, int relu, int32_t *steps);
+// C = alpha Xᵀ dZ + beta C (mnistc.h's alpha and beta rules) for X [m, d] and dZ [m, n]
+// (rows ldz apart), C's rows [0, d) and columns [0, n), C laid out as
+// mnc_sparse_forward_avx512's W.
+void mnc_sparse_dw_avx512(float *c, int64_t ldc, int64_t panel, const float *x, int64_t m,
+                          int64_t d, const float *dz, int64_t ldz, int64_t n, float alpha,
+                          float beta, int32_t *steps);
 #endif
 
 #endif  // MNISTC_INTERNAL_H

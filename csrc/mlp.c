@@ -30,11 +30,61 @@ static void weight_columns(const mnc_mlp *net, int l, int64_t j0, int64_t j1, in
     *w_offset = j0 * k, *ld = full ? MNC_PANEL : j1 - j0, *panel = full ? k * MNC_PANEL : 0;
 }
 
-// Forward pass of rows [0, m) already gathered into buf->input; logits end up in
+// Int32s of scratch for layer 0's zero-skipping kernels on m rows (internal.h), or 0
+// where the target has none and layer 0 goes through the dense GEMMs.
+static int64_t skip_scratch(const mnc_mlp *net, int64_t m) {
+#ifdef MNC_NN_X86
+    int64_t d = net->sizes[0];
+    if (mnc_isa_active() == MNC_ISA_AVX512) return ((d > m ? d : m) + 16 + 15) / 16 * 16;
+#endif
+    (void)net, (void)m;
+    return 0;
+}
+
+// Layer 0's forward (dw = 0) or weight gradient (dw = 1) of columns [j0, j1) by the
+// zero-skipping kernels, for rows [0, m) gathered at x: the dense GEMMs' bits. The weight
+// gradient goes, as plan_dw's, into W_0 (alpha = −lr, beta = 1: plain SGD) or into its
+// gradient (opt).
+static void skip_layer(const mnc_mlp *net, const mnc_mlp_buffers *buf, const float *x,
+                       int32_t *steps, int64_t m, int dw, const mnc_mlp_optimizer *opt, float lr,
+                       int64_t j0, int64_t j1) {
+#ifdef MNC_NN_X86
+    int64_t k = net->sizes[0], n = net->sizes[1];
+    int64_t cuts[3];
+    column_cuts(net, 0, j0, j1, cuts);
+    for (int part = 0; part < 2; part++) {
+        int64_t c0 = cuts[part], c1 = cuts[part + 1], offset, ld, panel;
+        if (c0 == c1) continue;
+        weight_columns(net, 0, c0, c1, &offset, &ld, &panel);
+        if (!dw) {
+            mnc_sparse_forward_avx512(buf->activations[0] + c0, n, x, m, k,
+                                      net->weights[0] + offset, ld, panel, c1 - c0,
+                                      net->biases[0] + c0, net->n_layers > 1, steps);
+        } else {
+            float *c = net->weights[0], alpha = -lr, beta = 1.0f;
+            if (opt != NULL) c = opt->grads + (c - opt->params), alpha = 1.0f, beta = 0.0f;
+            mnc_sparse_dw_avx512(c + offset, ld, panel, x, m, k, buf->grads[0] + c0, n, c1 - c0,
+                                 alpha, beta, steps);
+        }
+    }
+#else
+    (void)net, (void)buf, (void)x, (void)steps, (void)m, (void)dw, (void)opt, (void)lr, (void)j0,
+        (void)j1;
+#endif
+}
+
+// Forward pass of rows [0, m) already gathered into buf->input, layer 0 by the
+// zero-skipping kernel when steps (its scratch) is not NULL; logits end up in
 // buf->activations[n_layers - 1].
-static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t m, int n_threads) {
+static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int32_t *steps, int64_t m,
+                    int n_threads) {
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
+        if (l == 0 && steps != NULL) {
+            skip_layer(net, buf, x, steps, m, 0, NULL, 0.0f, 0, net->sizes[1]);
+            x = buf->activations[0];
+            continue;
+        }
         int64_t k = net->sizes[l], n = net->sizes[l + 1];
         int64_t cuts[3];
         column_cuts(net, l, 0, n, cuts);
@@ -98,9 +148,11 @@ typedef struct step_ctx {
     int threads;  // the walkers
     // threads × slot floats of scratch, or NULL; a walker's slot holds pack_slot floats of
     // GEMM packing buffer, then, with several walkers, its own copy of the gathered batch
+    // then, when the target has them, skip int32s of the zero-skipping kernels' scratch
     float *pack;
-    int64_t pack_slot, slot;
+    int64_t pack_slot, slot, skip;
     const float *input;  // the gathered batch this walker reads (set by step_walk)
+    int32_t *steps;      // this walker's scratch for the zero-skipping kernels, or NULL
 } step_ctx;
 
 static const float *layer_input(const step_ctx *s, int l) {
@@ -195,6 +247,13 @@ static void run_gemm(const step_ctx *s, const mnc_gemm_plan *g, int tid, int rot
 static void run_layer(const step_ctx *s, int l, int dw, int tid, int rotate) {
     mnc_gemm_plan g;
     int64_t n = s->net->sizes[l + 1];
+    if (l == 0 && s->steps != NULL) {  // split as a layer in panels, whatever its layout
+        int parts = panel_parts(s, 0);
+        if (tid < parts)
+            skip_layer(s->net, s->buf, s->input, s->steps, s->m, dw, s->opt, s->lr,
+                       panel_start(s, 0, tid, parts), panel_start(s, 0, tid + 1, parts));
+        return;
+    }
     if (!in_panels(s->net, l)) {
         if ((dw ? plan_dw(&g, s, l, 0, n) : plan_forward(&g, s, l, 0, n)) == 0)
             run_gemm(s, &g, tid, rotate);
@@ -322,8 +381,10 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
     // every row of the batch: rows gathered on one core would be read from the other's
     // cache, and each step's gather would first have to take back the lines the other
     // core read. Gathering twice as many rows costs a walker no more time than that.
-    float *x = tid == 0 ? buf->input : s->pack + tid * s->slot + s->pack_slot;
+    float *slot = s->pack != NULL ? s->pack + tid * s->slot : NULL;
+    float *x = tid == 0 ? buf->input : slot + s->pack_slot;
     own.input = x;
+    own.steps = s->skip > 0 ? (int32_t *)(slot + s->slot - s->skip) : NULL;
     mnc_gather_scale_rows(x, tid == 0 ? buf->labels : NULL, s->images, s->labels, s->idx,
                           s->image_size, s->scale, 0, m);
     sync(s);
@@ -412,8 +473,10 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
                               MNC_GEMM_MIN_FLOPS_PER_THREAD);
     for (;;) {
         s.pack_slot = step_pack_slot(&s);
-        s.slot = s.pack_slot + (s.threads > 1 ? (m * image_size + 15) / 16 * 16 : 0);
+        s.skip = skip_scratch(net, m);
+        s.slot = s.pack_slot + (s.threads > 1 ? (m * image_size + 15) / 16 * 16 : 0) + s.skip;
         s.pack = s.slot > 0 ? mnc_gemm_buffer((size_t)(s.slot * s.threads)) : NULL;
+        if (s.pack == NULL) s.skip = 0;
         if (s.threads == 1) return step_walk(&s, 0, loss);
         if (s.pack != NULL) {
             int status = 0, short_handed = 0;
@@ -434,18 +497,26 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
     }
 }
 
+// A scratch for evaluation: buffers for a chunk of rows and, when the target has the
+// zero-skipping kernels, their scratch (else NULL).
+typedef struct eval_scratch {
+    const mnc_mlp_buffers *buf;
+    int32_t *steps;
+} eval_scratch;
+
 // Forward pass and in_top_k count of chunk c of rows [0, m): rows [c * chunk, ...), at
 // most chunk <= buf->batch of them; copies the logits to logits_out when it is not NULL.
-static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf, int64_t chunk,
+static int64_t evaluate_chunk(const mnc_mlp *net, eval_scratch scratch, int64_t chunk,
                               const uint8_t *images, const uint8_t *labels, int64_t m, int64_t c,
                               int64_t image_size, float scale, int64_t k, float *logits_out,
                               int n_threads) {
+    const mnc_mlp_buffers *buf = scratch.buf;
     int64_t start = c * chunk, rows = m - start < chunk ? m - start : chunk;
     int64_t classes = net->sizes[net->n_layers];
     const float *logits = buf->activations[net->n_layers - 1];
     mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows, image_size,
                         scale, n_threads);
-    forward(net, buf, rows, n_threads);
+    forward(net, buf, scratch.steps, rows, n_threads);
     int64_t hits = 0;
     if (labels != NULL) {
         for (int64_t b = 0; b < rows; b++) buf->labels[b] = labels[start + b];
@@ -456,11 +527,12 @@ static int64_t evaluate_chunk(const mnc_mlp *net, const mnc_mlp_buffers *buf, in
     return hits;
 }
 
-// A forward-only scratch (input, labels, activations) for `batch` rows in one allocation,
-// its floats from a 64-byte cache line on (so that no row's vector loads start mid-line);
-// NULL if memory is short. Release with free().
+// A forward-only scratch (input, labels, activations, and after the activations the
+// zero-skipping kernels' scratch when the target has them) for `batch` rows in one
+// allocation, its floats from a 64-byte cache line on (so that no row's vector loads
+// start mid-line); NULL if memory is short. Release with free().
 static mnc_mlp_buffers *forward_scratch(const mnc_mlp *net, int64_t batch) {
-    int64_t floats = batch * net->sizes[0];
+    int64_t floats = batch * net->sizes[0] + skip_scratch(net, batch);
     for (int l = 1; l <= net->n_layers; l++) floats += batch * net->sizes[l];
     size_t bytes = sizeof(mnc_mlp_buffers) + (size_t)net->n_layers * sizeof(float *) +
                    (size_t)batch * sizeof(int32_t) + 64 + (size_t)floats * sizeof(float);
@@ -500,16 +572,19 @@ int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8
     // memory is short, fewer threads (or buf alone, in chunks of buf->batch) do the work.
     int64_t chunk = m > buf->batch && buf->batch < EVAL_CHUNK_ROWS ? EVAL_CHUNK_ROWS : buf->batch;
     int team = mnc_team_size(n_threads, (m + chunk - 1) / chunk, 2), got = 0;
-    mnc_mlp_buffers **scratch = malloc((size_t)team * sizeof *scratch);
+    int64_t skip = skip_scratch(net, chunk), classes_floats = chunk * classes;
+    eval_scratch *scratch = malloc((size_t)team * sizeof *scratch);
     if (scratch != NULL)
         for (; got < team; got++) {
             int own = chunk > buf->batch || got > 0;
-            scratch[got] = own ? forward_scratch(net, chunk) : (mnc_mlp_buffers *)buf;
-            if (scratch[got] == NULL) break;
+            mnc_mlp_buffers *b = own ? forward_scratch(net, chunk) : (mnc_mlp_buffers *)buf;
+            if (b == NULL) break;
+            int32_t *after = (int32_t *)(b->activations[net->n_layers - 1] + classes_floats);
+            scratch[got] = (eval_scratch){b, own && skip > 0 ? after : NULL};
         }
     int64_t chunks = (m + chunk - 1) / chunk, hits = 0;
     if (got <= 1) {  // one scratch: the kernels share out the work within each chunk
-        const mnc_mlp_buffers *one = got == 1 ? scratch[0] : buf;
+        eval_scratch one = got == 1 ? scratch[0] : (eval_scratch){buf, NULL};
         if (got == 0) chunk = buf->batch, chunks = (m + chunk - 1) / chunk;
         for (int64_t c = 0; c < chunks; c++)
             hits += evaluate_chunk(net, one, chunk, images, labels, m, c, image_size, scale, k,
@@ -521,7 +596,7 @@ int mnc_mlp_evaluate(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uint8
                                    image_size, scale, k, logits_out, 1);
     }
     for (int t = 0; t < got; t++)
-        if (scratch[t] != buf) free(scratch[t]);
+        if (scratch[t].buf != buf) free((void *)scratch[t].buf);
     free(scratch);
     *n_correct = hits;
     return 0;

@@ -36,12 +36,19 @@ def init_params(sizes, seed, bias_scale=0.0):
     return weights, biases
 
 
-def dataset(rows, width, seed, classes=10):
+def dataset(rows, width, seed, classes=10, zeros=False):
+    """Uniform random uint8 images, or (zeros) mostly-zero ones as digits are: 80% of the
+    pixels 0, every 7th pixel 0 in all images, every 13th image blank, and image 5 with
+    no zero at all. The first layer's kernels skip the reduction steps at which a whole
+    register tile of A is 0 (csrc/sparse.c); these images give them every case."""
     g = rng(2000, seed, rows, width)
-    return (
-        g.integers(0, 256, (rows, width), dtype=np.uint8),
-        g.integers(0, classes, rows, dtype=np.uint8),
-    )
+    images = g.integers(0, 256, (rows, width), dtype=np.uint8)
+    if zeros:
+        images[g.random(images.shape) < 0.8] = 0
+        images[:, ::7] = 0
+        images[::13] = 0
+        images[5 % rows] = np.maximum(images[5 % rows], 1)
+    return images, g.integers(0, classes, rows, dtype=np.uint8)
 
 
 def index_batches(rows, batch, steps, seed):
@@ -119,12 +126,21 @@ def kernel_with(weights, biases, batch, optimizer, layout="row-major"):
 
 @functools.lru_cache(maxsize=None)
 def train_c(
-    sizes, batch, steps, isa, n_threads, lr=None, seed=0, optimizer="sgd", layout="row-major"
+    sizes,
+    batch,
+    steps,
+    isa,
+    n_threads,
+    lr=None,
+    seed=0,
+    optimizer="sgd",
+    layout="row-major",
+    zeros=False,
 ):
     """(weights, biases, losses, state) after `steps` C training steps with
-    OPTIMIZERS[optimizer] (lr None: its rate) on parameters in `layout` (LAYOUTS); cached,
-    treat as read-only."""
-    images, labels = dataset(2000, sizes[0], seed, sizes[-1])
+    OPTIMIZERS[optimizer] (lr None: its rate) on parameters in `layout` (LAYOUTS), on
+    dataset(..., zeros); cached, treat as read-only."""
+    images, labels = dataset(2000, sizes[0], seed, sizes[-1], zeros)
     lr = OPTIMIZERS[optimizer][2] if lr is None else lr
     previous = K.isa_active()
     K.set_isa(isa)
@@ -483,18 +499,60 @@ def test_training_without_packing_memory_is_bit_identical(optimizer, layout):
     assert_same_training(runs[1], runs[0], f"{optimizer}: unbuffered vs buffered")
 
 
+AWKWARD = ((37, 45, 10), 29, 12)  # no multiple of the 12×32 tile, of 16 lanes or a panel
+
+
 @pytest.mark.skipif("avx512" not in supported_isas(), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("zeros", [False, True], ids=["uniform", "mostly-zero"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("config", [NARROW, WIDE], ids=["784-128-32-10", "784-512-256-10"])
-def test_avx2_and_avx512_train_identically(config, optimizer):
+@pytest.mark.parametrize(
+    "config", [NARROW, WIDE, AWKWARD], ids=["784-128-32-10", "784-512-256-10", "37-45-10"]
+)
+def test_avx2_and_avx512_train_identically(config, optimizer, zeros):
     """The GEMM contract promises the same FMA sequence on both targets, and the
-    optimizers' update is the same bits on every target."""
+    optimizers' update is the same bits on every target. On AVX-512 the first layer skips
+    the steps at which a whole tile of its input is 0 (csrc/sparse.c); AVX2 does them."""
     sizes, batch, steps = config
     assert_same_training(
-        train_c(sizes, batch, steps, "avx2", 2, optimizer=optimizer),
-        train_c(sizes, batch, steps, "avx512", 2, optimizer=optimizer),
+        train_c(sizes, batch, steps, "avx2", 2, optimizer=optimizer, zeros=zeros),
+        train_c(sizes, batch, steps, "avx512", 2, optimizer=optimizer, zeros=zeros),
         f"{optimizer}: avx2 vs avx512",
     )
+
+
+@pytest.mark.skipif("avx512" not in supported_isas(), reason="no AVX-512 on this machine")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("config", [NARROW, AWKWARD], ids=["784-128-32-10", "37-45-10"])
+def test_zero_skipping_first_layer_is_the_dense_one(config, layout, n_threads):
+    """Mostly-zero images, both layouts of W_0, 1-3 threads: AVX-512's zero-skipping
+    first layer trains to the bits of AVX2's dense GEMMs on one thread, and evaluates
+    (in chunks, the last partial) to the same logits, which match float64."""
+    sizes, batch, steps = config
+    assert_same_training(
+        train_c(sizes, batch, steps, "avx2", 1, layout=layout, zeros=True),
+        train_c(sizes, batch, steps, "avx512", n_threads, layout=layout, zeros=True),
+        f"{layout}, {n_threads} threads: avx2 vs avx512",
+    )
+    weights, biases = init_params(sizes, 7, bias_scale=0.1)
+    images, labels = dataset(250, sizes[0], 7, sizes[-1], zeros=True)
+    logits = {}
+    for isa in ("avx2", "avx512"):
+        previous = K.isa_active()
+        K.set_isa(isa)
+        try:
+            _, w, b = blocked(weights, biases, layout)
+            logits[isa] = np.full((250, sizes[-1]), np.nan, F32)
+            K.MLPKernel(w, b, batch).evaluate(
+                images, labels, logits=logits[isa], n_threads=n_threads
+            )
+        finally:
+            K.set_isa(previous)
+    np.testing.assert_array_equal(logits["avx512"], logits["avx2"])
+    params = list(zip(weights, biases))
+    x = as_float_input(images)
+    want = ref.mlp_forward(params, x)
+    ref.assert_close(logits["avx512"], want, ref.mlp_forward_tolerance(params, x), "vs float64")
 
 
 @pytest.mark.skipif(len(supported_isas()) < 2, reason="only the generic target here")
