@@ -209,6 +209,10 @@ void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z, cons
 // (for finite weights, up to the sign of a zero). steps: scratch for max(m, d) + 16
 // int32.
 #ifdef MNC_NN_X86
+// Whether the kernels pay for X [m, d] (row-major): its first row tile skips at least a
+// sixteenth of its steps (else the dense GEMMs are faster: no step to skip, and the step
+// lists cost more than they save).
+int mnc_sparse_pays_avx512(const float *x, int64_t m, int64_t d, int32_t *steps);
 // Z = epilogue(X W) for X [m, d] (row-major, ld d), Z's rows [0, m) and columns [0, n) of a
 // W in mnistc.h's panels (panel != 0: column j at (j / MNC_PANEL) panel + j % MNC_PANEL,
 // rows ldw apart) or row-major (panel == 0, rows ldw apart): the dense GEMM with beta =

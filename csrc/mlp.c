@@ -41,6 +41,16 @@ static int64_t skip_scratch(const mnc_mlp *net, int64_t m) {
     return 0;
 }
 
+// The zero-skipping kernels' scratch `steps` when they pay for rows [0, m) gathered at x
+// (every walker, looking at the same rows, finds the same), else NULL: the dense GEMMs.
+static int32_t *skip_steps(int32_t *steps, const float *x, int64_t m, int64_t d) {
+#ifdef MNC_NN_X86
+    if (steps != NULL && mnc_sparse_pays_avx512(x, m, d, steps)) return steps;
+#endif
+    (void)steps, (void)x, (void)m, (void)d;
+    return NULL;
+}
+
 // Layer 0's forward (dw = 0) or weight gradient (dw = 1) of columns [j0, j1) by the
 // zero-skipping kernels, for rows [0, m) gathered at x: the dense GEMMs' bits. The weight
 // gradient goes, as plan_dw's, into W_0 (alpha = −lr, beta = 1: plain SGD) or into its
@@ -384,9 +394,10 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
     float *slot = s->pack != NULL ? s->pack + tid * s->slot : NULL;
     float *x = tid == 0 ? buf->input : slot + s->pack_slot;
     own.input = x;
-    own.steps = s->skip > 0 ? (int32_t *)(slot + s->slot - s->skip) : NULL;
     mnc_gather_scale_rows(x, tid == 0 ? buf->labels : NULL, s->images, s->labels, s->idx,
                           s->image_size, s->scale, 0, m);
+    own.steps =
+        skip_steps(s->skip > 0 ? (int32_t *)(slot + s->slot - s->skip) : NULL, x, m, s->image_size);
     sync(s);
     for (int64_t b = 0; b < m; b++)  // every walker finds the same
         if (buf->labels[b] < 0 || buf->labels[b] >= classes) return (int)(-1 - b);
@@ -516,7 +527,7 @@ static int64_t evaluate_chunk(const mnc_mlp *net, eval_scratch scratch, int64_t 
     const float *logits = buf->activations[net->n_layers - 1];
     mnc_gather_scale_u8(buf->input, NULL, images + start * image_size, NULL, NULL, rows, image_size,
                         scale, n_threads);
-    forward(net, buf, scratch.steps, rows, n_threads);
+    forward(net, buf, skip_steps(scratch.steps, buf->input, rows, image_size), rows, n_threads);
     int64_t hits = 0;
     if (labels != NULL) {
         for (int64_t b = 0; b < rows; b++) buf->labels[b] = labels[start + b];

@@ -238,6 +238,14 @@ void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *st
 // its own for the weight gradient, and a team splits the layer by whole panels, so no
 // cache line of W_0 is written on one core and read on another (see mlp.c).
 #define MNC_PANEL 32
+//
+// On the AVX-512 target the first layer's two GEMMs (forward and weight gradient) skip
+// the reduction steps at which all the inputs of a 12-row register tile are 0 (whole
+// pixels blank in twelve images, or twelve pixels blank in one image: half the steps on
+// MNIST), when the batch's first tile skips at least a sixteenth of its steps. A skipped
+// step is fma(0, w, acc) = acc on every accumulator, so the results are mnc_sgemm_f32's
+// bits, as the AVX2 target's dense GEMMs give them, for finite weights (a weight that is
+// inf or NaN meets the 0 as NaN only where the step is taken) up to the sign of a zero.
 
 typedef struct mnc_mlp {
     int n_layers;           // >= 1

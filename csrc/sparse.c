@@ -127,6 +127,11 @@ ALWAYS_INLINE KERNEL_TARGET void forward_rows(float *z, int64_t ldz, const int r
     }
 }
 
+KERNEL_TARGET int mnc_sparse_pays_avx512(const float *x, int64_t m, int64_t d, int32_t *steps) {
+    int64_t taken = steps_along_rows(steps, x, d, m < MR ? (int)m : MR, d);
+    return taken <= d - d / 16;
+}
+
 KERNEL_TARGET void mnc_sparse_forward_avx512(float *z, int64_t ldz, const float *x, int64_t m,
                                              int64_t d, const float *w, int64_t ldw, int64_t panel,
                                              int64_t n, const float *bias, int relu,
@@ -141,9 +146,9 @@ KERNEL_TARGET void mnc_sparse_forward_avx512(float *z, int64_t ldz, const float 
         forward_rows(z + i0 * ldz, ldz, R, steps, n_steps, xi, d, w, ldw, panel, n, bias, relu); \
         break;
             FORWARD_CASE(1)
-            FORWARD_CASE(2) FORWARD_CASE(3) FORWARD_CASE(4) FORWARD_CASE(5) FORWARD_CASE(6)
-                FORWARD_CASE(7) FORWARD_CASE(8) FORWARD_CASE(9) FORWARD_CASE(10) FORWARD_CASE(11)
-                    FORWARD_CASE(12)
+            FORWARD_CASE(2)
+            FORWARD_CASE(3) FORWARD_CASE(4) FORWARD_CASE(5) FORWARD_CASE(6) FORWARD_CASE(7)
+                FORWARD_CASE(8) FORWARD_CASE(9) FORWARD_CASE(10) FORWARD_CASE(11) FORWARD_CASE(12)
 #undef FORWARD_CASE
         }
     }
@@ -185,8 +190,9 @@ KERNEL_TARGET void mnc_sparse_dw_avx512(float *c, int64_t ldc, int64_t panel, co
 #define DW_CASE(R) \
     case R: dw_rows(cp, ldc, panel, R, steps, n_steps, x + p0, d, dz, ldz, n, alpha, beta); break;
             DW_CASE(1)
-            DW_CASE(2) DW_CASE(3) DW_CASE(4) DW_CASE(5) DW_CASE(6) DW_CASE(7) DW_CASE(8) DW_CASE(9)
-                DW_CASE(10) DW_CASE(11) DW_CASE(12)
+            DW_CASE(2)
+            DW_CASE(3) DW_CASE(4) DW_CASE(5) DW_CASE(6) DW_CASE(7) DW_CASE(8) DW_CASE(9) DW_CASE(10)
+                DW_CASE(11) DW_CASE(12)
 #undef DW_CASE
         }
     }
