@@ -203,8 +203,8 @@ void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z, cons
 
 // ---------------------------------------------------------------------------------
 // The first layer's GEMMs for inputs that are mostly zeros (sparse.c, for mlp.c; AVX-512
-// only, W_0 in panels or row-major): the AVX-512 kernel's 12-row tiles, each skipping the
-// reduction steps at which all its A values are 0. fma(0, w, acc) = acc for any finite w,
+// only, W_0 in panels or row-major): 6-row register tiles, each skipping the reduction
+// steps at which all its A values are 0. fma(0, w, acc) = acc for any finite w,
 // so the steps taken are the dense kernel's chains, and the results the dense GEMMs' bits
 // (for finite weights, up to the sign of a zero). steps: scratch for max(m, d) + 16
 // int32.

@@ -240,8 +240,8 @@ void mnc_optimizer_update_f32(const mnc_optimizer *opt, float *params, float *st
 #define MNC_PANEL 32
 //
 // On the AVX-512 target the first layer's two GEMMs (forward and weight gradient) skip
-// the reduction steps at which all the inputs of a 12-row register tile are 0 (whole
-// pixels blank in twelve images, or twelve pixels blank in one image: half the steps on
+// the reduction steps at which all the inputs of a 6-row register tile are 0 (a pixel
+// blank in six images, or six pixels blank in one image: 56% and 66% of the steps on
 // MNIST), when the batch's first tile skips at least a sixteenth of its steps. A skipped
 // step is fma(0, w, acc) = acc on every accumulator, so the results are mnc_sgemm_f32's
 // bits, as the AVX2 target's dense GEMMs give them, for finite weights (a weight that is
