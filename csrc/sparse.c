@@ -84,12 +84,13 @@ ALWAYS_INLINE KERNEL_TARGET int64_t steps_across_rows(int32_t *steps, const floa
     return n;
 }
 
-// acc[r][v] over the listed steps, B(p, :) = b + p * ldb (vector v at + bv[v]), and
+// acc[r][v] over the listed steps, B(p, :) = b + p * ldb (vector v at + bv[v], lanes mk[v];
+// full: every lane, so plain loads without a test of the mask), and
 // A(r, p) = a[r * rs + p] (by_rows: the tile's rows of a row-major A, as the forward pass
 // reads X) or a[p * rs + r] (the weight gradient's Xᵀ: the rows contiguous at each step).
 // As the dense kernel, row r of a row-major A is addressed from one of four bases plus
 // (r % 3) rows, so that no address is reloaded per step.
-ALWAYS_INLINE KERNEL_TARGET void tile(vec acc[MR][NV], const int rows, const int nv,
+ALWAYS_INLINE KERNEL_TARGET void tile(vec acc[MR][NV], const int rows, const int nv, const int full,
                                       const int by_rows, const int32_t *steps, int64_t n_steps,
                                       const float *a, int64_t rs, const float *b, int64_t ldb,
                                       const int64_t *bv, const vmask *mk) {
@@ -97,12 +98,14 @@ ALWAYS_INLINE KERNEL_TARGET void tile(vec acc[MR][NV], const int rows, const int
     for (int r = 0; r < rows; r++)
 #pragma GCC unroll 12
         for (int v = 0; v < nv; v++) acc[r][v] = vzero();
+#pragma GCC unroll 2
     for (int64_t i = 0; i < n_steps; i++) {
         const int64_t p = steps[i];
         const float *bp = b + p * ldb;
         vec bw[NV];
 #pragma GCC unroll 12
-        for (int v = 0; v < nv; v++) bw[v] = load_lanes(bp + bv[v], mk[v]);
+        for (int v = 0; v < nv; v++)
+            bw[v] = full ? vloadu(bp + bv[v]) : load_lanes(bp + bv[v], mk[v]);
         const float *a0 = by_rows ? a + p : a + p * rs, *a3 = a0 + 3 * rs, *a6 = a0 + 6 * rs;
         const float *a9 = a0 + 9 * rs;
 #pragma GCC unroll 12
@@ -141,7 +144,9 @@ ALWAYS_INLINE KERNEL_TARGET void forward_block(float *z, int64_t ldz, const int 
     vmask mk[NV];
     column_vectors(panel, j, n, nv, wv, mk);
     vec acc[MR][NV];
-    tile(acc, rows, nv, 1, steps, n_steps, x, d, w, ldw, wv, mk);
+    if (mk[nv - 1] == (vmask)0xffff)  // every column there: no lane test in the loop
+        tile(acc, rows, nv, 1, 1, steps, n_steps, x, d, w, ldw, wv, mk);
+    else tile(acc, rows, nv, 0, 1, steps, n_steps, x, d, w, ldw, wv, mk);
 #pragma GCC unroll 12
     for (int r = 0; r < rows; r++)
 #pragma GCC unroll 12
@@ -208,7 +213,9 @@ ALWAYS_INLINE KERNEL_TARGET void dw_block(float *c, int64_t ldc, int64_t panel, 
 #pragma GCC unroll 12
     for (int v = 0; v < nv; v++) dv[v] = j + VW * v;
     vec acc[MR][NV];
-    tile(acc, rows, nv, 0, steps, n_steps, x, d, dz, ldz, dv, mk);
+    if (mk[nv - 1] == (vmask)0xffff)
+        tile(acc, rows, nv, 1, 0, steps, n_steps, x, d, dz, ldz, dv, mk);
+    else tile(acc, rows, nv, 0, 0, steps, n_steps, x, d, dz, ldz, dv, mk);
     const vec va = vset1(alpha), vb = vset1(beta);
 #pragma GCC unroll 12
     for (int r = 0; r < rows; r++)
