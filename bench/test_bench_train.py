@@ -5,7 +5,9 @@ Groups: `step` (one training step, batch fetch included, the small, wide and fas
 nets, 1 and 2 threads) and `epoch` (one pass over the 55000 training examples of the
 tutorial's net).
 Each step row records its GFLOP/s and percentage of this machine's FMA peak at its
-thread count (measured in the same session, bench/conftest.py). Compare rows of one run,
+thread count (measured in the same session, bench/conftest.py), from the step's dense
+flops (mnistc's first layer skips the multiply-adds of all-zero inputs, so on MNIST it
+does fewer and its % can pass 100). Compare rows of one run,
 never numbers from different runs. See bench/README.md.
 """
 
