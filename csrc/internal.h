@@ -208,6 +208,10 @@ void mnc_softmax_xent_rows_avx2(float *dz, float *row_loss, const float *z, cons
 // so the steps taken are the dense kernel's chains, and the results the dense GEMMs' bits
 // (for finite weights, up to the sign of a zero). steps: scratch for max(m, d) + 16
 // int32.
+#define MNC_SPARSE_ROWS 6  // the register tile's rows
+// The weight gradient's tiles of MNC_SPARSE_ROWS pixels: their lists of steps take
+// mnc_sparse_dw_tiles(d) · (m + 1) int32s.
+int64_t mnc_sparse_dw_tiles(int64_t d);
 #ifdef MNC_NN_X86
 // Whether the kernels pay for X [m, d] (row-major): its first row tile skips at least a
 // sixteenth of its steps (else the dense GEMMs are faster: no step to skip, and the step
@@ -220,12 +224,17 @@ int mnc_sparse_pays_avx512(const float *x, int64_t m, int64_t d, int32_t *steps)
 void mnc_sparse_forward_avx512(float *z, int64_t ldz, const float *x, int64_t m, int64_t d,
                                const float *w, int64_t ldw, int64_t panel, int64_t n,
                                const float *bias, int relu, int32_t *steps);
+// The weight gradient's lists of steps for tiles [t0, t1) of X [m, d]: tile t's (the
+// batch rows with a nonzero among its pixels, in increasing order) at lists + t (m + 1),
+// their count first. The lists depend on X alone, so one walker may build them for all.
+void mnc_sparse_dw_lists_avx512(int32_t *lists, const float *x, int64_t m, int64_t d, int64_t t0,
+                                int64_t t1);
 // C = alpha Xᵀ dZ + beta C (mnistc.h's alpha and beta rules) for X [m, d] and dZ [m, n]
 // (rows ldz apart), C's rows [0, d) and columns [0, n), C laid out as
-// mnc_sparse_forward_avx512's W.
+// mnc_sparse_forward_avx512's W, from the lists of all of X's tiles.
 void mnc_sparse_dw_avx512(float *c, int64_t ldc, int64_t panel, const float *x, int64_t m,
                           int64_t d, const float *dz, int64_t ldz, int64_t n, float alpha,
-                          float beta, int32_t *steps);
+                          float beta, const int32_t *lists);
 #endif
 
 #endif  // MNISTC_INTERNAL_H

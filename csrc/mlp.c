@@ -51,13 +51,14 @@ static int32_t *skip_steps(int32_t *steps, const float *x, int64_t m, int64_t d)
     return NULL;
 }
 
-// Layer 0's forward (dw = 0) or weight gradient (dw = 1) of columns [j0, j1) by the
-// zero-skipping kernels, for rows [0, m) gathered at x: the dense GEMMs' bits. The weight
+// Layer 0's forward (dw = 0, with steps: scratch) or weight gradient (dw = 1, with the
+// lists of steps of all of x's tiles) of columns [j0, j1) by the zero-skipping kernels,
+// for rows [0, m) gathered at x: the dense GEMMs' bits. The weight
 // gradient goes, as plan_dw's, into W_0 (alpha = −lr, beta = 1: plain SGD) or into its
 // gradient (opt).
 static void skip_layer(const mnc_mlp *net, const mnc_mlp_buffers *buf, const float *x,
-                       int32_t *steps, int64_t m, int dw, const mnc_mlp_optimizer *opt, float lr,
-                       int64_t j0, int64_t j1) {
+                       int32_t *steps, const int32_t *lists, int64_t m, int dw,
+                       const mnc_mlp_optimizer *opt, float lr, int64_t j0, int64_t j1) {
 #ifdef MNC_NN_X86
     int64_t k = net->sizes[0], n = net->sizes[1];
     int64_t cuts[3];
@@ -74,12 +75,12 @@ static void skip_layer(const mnc_mlp *net, const mnc_mlp_buffers *buf, const flo
             float *c = net->weights[0], alpha = -lr, beta = 1.0f;
             if (opt != NULL) c = opt->grads + (c - opt->params), alpha = 1.0f, beta = 0.0f;
             mnc_sparse_dw_avx512(c + offset, ld, panel, x, m, k, buf->grads[0] + c0, n, c1 - c0,
-                                 alpha, beta, steps);
+                                 alpha, beta, lists);
         }
     }
 #else
-    (void)net, (void)buf, (void)x, (void)steps, (void)m, (void)dw, (void)opt, (void)lr, (void)j0,
-        (void)j1;
+    (void)net, (void)buf, (void)x, (void)steps, (void)lists, (void)m, (void)dw, (void)opt, (void)lr,
+        (void)j0, (void)j1;
 #endif
 }
 
@@ -91,7 +92,7 @@ static void forward(const mnc_mlp *net, const mnc_mlp_buffers *buf, int32_t *ste
     const float *x = buf->input;
     for (int l = 0; l < net->n_layers; l++) {
         if (l == 0 && steps != NULL) {
-            skip_layer(net, buf, x, steps, m, 0, NULL, 0.0f, 0, net->sizes[1]);
+            skip_layer(net, buf, x, steps, NULL, m, 0, NULL, 0.0f, 0, net->sizes[1]);
             x = buf->activations[0];
             continue;
         }
@@ -158,11 +159,13 @@ typedef struct step_ctx {
     int threads;  // the walkers
     // threads × slot floats of scratch, or NULL; a walker's slot holds pack_slot floats of
     // GEMM packing buffer, then, with several walkers, its own copy of the gathered batch
-    // then, when the target has them, skip int32s of the zero-skipping kernels' scratch
+    // then, when the target has them, skip int32s of the zero-skipping kernels' scratch;
+    // after the slots, lists_floats for the weight gradient's lists of steps (shared)
     float *pack;
-    int64_t pack_slot, slot, skip;
+    int64_t pack_slot, slot, skip, lists_floats;
     const float *input;  // the gathered batch this walker reads (set by step_walk)
     int32_t *steps;      // this walker's scratch for the zero-skipping kernels, or NULL
+    int32_t *lists;      // the lists of steps of dW_0 (build_lists), for every walker
 } step_ctx;
 
 static const float *layer_input(const step_ctx *s, int l) {
@@ -260,7 +263,7 @@ static void run_layer(const step_ctx *s, int l, int dw, int tid, int rotate) {
     if (l == 0 && s->steps != NULL) {  // split as a layer in panels, whatever its layout
         int parts = panel_parts(s, 0);
         if (tid < parts)
-            skip_layer(s->net, s->buf, s->input, s->steps, s->m, dw, s->opt, s->lr,
+            skip_layer(s->net, s->buf, s->input, s->steps, s->lists, s->m, dw, s->opt, s->lr,
                        panel_start(s, 0, tid, parts), panel_start(s, 0, tid + 1, parts));
         return;
     }
@@ -375,6 +378,27 @@ static void run_update(const step_ctx *s, int tid) {
     }
 }
 
+// Walker tid's share of dW_0's lists of steps, after forward 0 (they depend on the batch
+// alone, and each walker's panels of dW_0 read all of them). All on the last walker when
+// the phases after forward 0 run on walker 0 alone (the last walker idles through them);
+// all on walker 0 when dW_0 does (one walker, or a layer 0 small enough to be solo);
+// else a share each. Where the lists cross walkers a barrier comes between this and
+// dW_0 (the one ending backward phase 1, or the softmax's in a one-layer net).
+static void build_lists(const step_ctx *s, int tid) {
+#ifdef MNC_NN_X86
+    int64_t d = s->net->sizes[0], tiles = mnc_sparse_dw_tiles(d);
+    int builders = s->threads, first = 0;
+    if (s->threads == 1 || solo_backward(s, -1)) builders = 1;
+    else if (s->net->n_layers > 1 && solo_layer(s, 1)) builders = 1, first = s->threads - 1;
+    if (tid < first || tid >= first + builders) return;
+    int part = tid - first;
+    mnc_sparse_dw_lists_avx512(s->lists, s->input, s->m, d, mnc_split(tiles, 1, part, builders),
+                               mnc_split(tiles, 1, part + 1, builders));
+#else
+    (void)s, (void)tid;
+#endif
+}
+
 // One walker's share of the step (thread tid of shared->threads). Returns what
 // mnc_mlp_train_step returns; thread 0 also stores the loss.
 static int step_walk(const step_ctx *shared, int tid, double *loss) {
@@ -409,6 +433,7 @@ static int step_walk(const step_ctx *shared, int tid, double *loss) {
         int solo = solo_layer(s, l), next = l < last ? solo_layer(s, l + 1) : solo_softmax(s);
         if (!solo || tid == 0) run_layer(solo ? &alone : s, l, 0, tid, 0);
         end_phase(s, solo, next);
+        if (l == 0 && s->steps != NULL) build_lists(s, tid);
     }
     int solo = solo_softmax(s);
     int parts = solo ? 1 : parts_for(s, m * classes, REGION_MIN_ELEMENTS, m, 16);
@@ -485,9 +510,12 @@ int mnc_mlp_train_step(const mnc_mlp *net, const mnc_mlp_buffers *buf, const uin
     for (;;) {
         s.pack_slot = step_pack_slot(&s);
         s.skip = skip_scratch(net, m);
+        s.lists_floats =
+            s.skip > 0 ? (mnc_sparse_dw_tiles(image_size) * (m + 1) + 15) / 16 * 16 : 0;
         s.slot = s.pack_slot + (s.threads > 1 ? (m * image_size + 15) / 16 * 16 : 0) + s.skip;
-        s.pack = s.slot > 0 ? mnc_gemm_buffer((size_t)(s.slot * s.threads)) : NULL;
+        s.pack = s.slot > 0 ? mnc_gemm_buffer((size_t)(s.slot * s.threads + s.lists_floats)) : NULL;
         if (s.pack == NULL) s.skip = 0;
+        s.lists = s.skip > 0 ? (int32_t *)(s.pack + s.slot * s.threads) : NULL;
         if (s.threads == 1) return step_walk(&s, 0, loss);
         if (s.pack != NULL) {
             int status = 0, short_handed = 0;
