@@ -6,14 +6,7 @@
 #include "gemm_kernel.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
-#if defined(__GNUC__)  // GCC, Clang: the ISA is enabled per function, never per file
-#define KERNEL_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else  // MSVC: intrinsics need no target option
-#define KERNEL_TARGET
-#define ALWAYS_INLINE static __forceinline
-#endif
-#include "vec_avx512.h"
+#include "target_avx512.h"
 
 #define MR MNC_AVX512_MR
 #define B_MASKED_MAX VW  // panels of fewer than VW columns: masked loads, read in place

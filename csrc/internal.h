@@ -26,19 +26,6 @@ static inline int mnc_thread_num(void) {
 #define MNC_PREFETCH_L2(p) ((void)(p))
 #endif
 
-// How many shuffled rows ahead a batch gather asks for the next rows: enough lead for a
-// row to arrive from DRAM while the rows before it are converted. The distance is not
-// critical; 2 to 8 rows do alike.
-#define MNC_GATHER_PREFETCH_ROWS 4
-
-// Ask for every cache line of bytes [p, p + n), into L2: a few rows ahead are some 50
-// lines in flight, more than L1 has miss buffers for (asked into L1, the later requests
-// wait for free ones), and L2 serves the conversion nearly as fast.
-static inline void mnc_prefetch_bytes(const uint8_t *p, int64_t n) {
-    for (int64_t j = 0; j < n; j += 64) MNC_PREFETCH_L2(p + j);
-    if (n > 0) MNC_PREFETCH_L2(p + n - 1);
-}
-
 // The number of threads in the innermost parallel region (1 outside one).
 static inline int mnc_num_threads(void) {
 #ifdef _OPENMP

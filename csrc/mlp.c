@@ -30,6 +30,19 @@ static void weight_columns(const mnc_mlp *net, int l, int64_t j0, int64_t j1, in
     *w_offset = j0 * k, *ld = full ? MNC_PANEL : j1 - j0, *panel = full ? k * MNC_PANEL : 0;
 }
 
+// Where layer l's weight gradient goes, and its GEMM's alpha and beta: with plain SGD
+// (opt NULL) into W_l itself, W_l -= lr·(it) (alpha = −lr, beta = 1); else into
+// opt->grads at W_l's offset (alpha = 1, beta = 0).
+static float *dw_output(const mnc_mlp *net, int l, const mnc_mlp_optimizer *opt, float lr,
+                        float *alpha, float *beta) {
+    if (opt == NULL) {
+        *alpha = -lr, *beta = 1.0f;
+        return net->weights[l];
+    }
+    *alpha = 1.0f, *beta = 0.0f;
+    return opt->grads + (net->weights[l] - opt->params);
+}
+
 // Int32s of scratch for layer 0's zero-skipping kernels on m rows (internal.h), or 0
 // where the target has none and layer 0 goes through the dense GEMMs.
 static int64_t skip_scratch(const mnc_mlp *net, int64_t m) {
@@ -72,8 +85,7 @@ static void skip_layer(const mnc_mlp *net, const mnc_mlp_buffers *buf, const flo
                                       net->weights[0] + offset, ld, panel, c1 - c0,
                                       net->biases[0] + c0, net->n_layers > 1, steps);
         } else {
-            float *c = net->weights[0], alpha = -lr, beta = 1.0f;
-            if (opt != NULL) c = opt->grads + (c - opt->params), alpha = 1.0f, beta = 0.0f;
+            float alpha, beta, *c = dw_output(net, 0, opt, lr, &alpha, &beta);
             mnc_sparse_dw_avx512(c + offset, ld, panel, x, m, k, buf->grads[0] + c0, n, c1 - c0,
                                  alpha, beta, lists);
         }
@@ -204,8 +216,7 @@ static int plan_dx(mnc_gemm_plan *g, const step_ctx *s, int l) {
 static int plan_dw(mnc_gemm_plan *g, const step_ctx *s, int l, int64_t j0, int64_t j1) {
     const mnc_mlp *net = s->net;
     int64_t k = net->sizes[l], n = net->sizes[l + 1], offset, ld, panel;
-    float *c = net->weights[l], alpha = -s->lr, beta = 1.0f;
-    if (s->opt != NULL) c = s->opt->grads + (c - s->opt->params), alpha = 1.0f, beta = 0.0f;
+    float alpha, beta, *c = dw_output(net, l, s->opt, s->lr, &alpha, &beta);
     weight_columns(net, l, j0, j1, &offset, &ld, &panel);
     mnc_gemm_panels panels = {0, panel};
     return mnc_gemm_plan_init(g, 1, 0, k, j1 - j0, s->m, alpha, layer_input(s, l), k,

@@ -16,14 +16,7 @@
 int64_t mnc_sparse_dw_tiles(int64_t d) { return (d + MNC_SPARSE_ROWS - 1) / MNC_SPARSE_ROWS; }
 
 #if defined(__x86_64__) || defined(_M_X64)
-#if defined(__GNUC__)  // GCC, Clang: the ISA is enabled per function, never per file
-#define KERNEL_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma")))
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#else  // MSVC: intrinsics need no target option
-#define KERNEL_TARGET
-#define ALWAYS_INLINE static __forceinline
-#endif
-#include "vec_avx512.h"
+#include "target_avx512.h"
 
 // The tile: up to MR rows × NV vectors of columns, 24 accumulators. Fewer rows than the
 // dense kernel's 12: a step is skipped only where all the tile's rows are 0, which on

@@ -2,7 +2,8 @@
 // nn_simd.h) on AVX-512: 16 floats per zmm, lane masks in k registers, so a partial load
 // or store is one instruction and costs what a full one does. vec_avx2.h is the same list
 // on AVX2. The including file defines KERNEL_TARGET (its functions' target attribute)
-// and ALWAYS_INLINE first; only functions compiled for AVX-512 may use these.
+// and ALWAYS_INLINE first (target_avx512.h does both for the kernels with FMA); only
+// functions compiled for AVX-512 may use these.
 #ifndef MNISTC_VEC_AVX512_H
 #define MNISTC_VEC_AVX512_H
 
