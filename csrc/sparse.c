@@ -66,19 +66,6 @@ ALWAYS_INLINE KERNEL_TARGET int64_t steps_along_rows(int32_t *steps, const float
     return n;
 }
 
-// The same for an A whose rows are contiguous at each step (row r of step p at
-// a + p * cs + r): each step tests its rows as one vector.
-ALWAYS_INLINE KERNEL_TARGET int64_t steps_across_rows(int32_t *steps, const float *a, int64_t cs,
-                                                      int rows, int64_t k) {
-    const vmask in = lane_mask(rows, 0);
-    int64_t n = 0;
-    for (int64_t p = 0; p < k; p++) {
-        steps[n] = (int32_t)p;
-        n += _mm512_mask_cmp_ps_mask(in, vload_mask(a + p * cs, in), vzero(), _CMP_NEQ_UQ) != 0;
-    }
-    return n;
-}
-
 // acc[r][v] over the listed steps, B(p, :) = b + p * ldb (vector v at + bv[v], lanes mk[v];
 // full: every lane, so plain loads without a test of the mask), and
 // A(r, p) = a[r * rs + p] (by_rows: the tile's rows of a row-major A, as the forward pass
@@ -235,13 +222,72 @@ ALWAYS_INLINE KERNEL_TARGET void dw_rows(float *c, int64_t ldc, int64_t panel, c
     }
 }
 
+// dW's lists (internal.h) go by groups of LIST_GROUP tiles (96 pixels) and blocks of
+// LIST_BLOCK batch rows. First each row's 96 pixels are compared with 0 (six vectors) into
+// two words of 48 bits, one bit per pixel; then each tile tests its six bits in 16 rows
+// at once and compresses those rows out. So no test waits for the count of the one before
+// it, as a test of one row at a time would (its row is stored where that count says).
+#define LIST_GROUP 16  // tiles: 16 × 6 pixels, the bits of six vectors
+#if MR != 6
+#error "a group of dW's tiles is six vectors of pixels, two words of 48 bits"
+#endif
+#define LIST_BLOCK 64  // rows whose bits wait in L1 for the group's tiles
+
+// Bits of pixels [96 g, 96 g + 48) (lo) and [96 g + 48, 96 g + 96) (hi) of one row, from
+// row = its pixel 96 g, with `left` pixels of the row from there (nonzero: NaN counts).
+ALWAYS_INLINE KERNEL_TARGET void group_bits(uint64_t *lo, uint64_t *hi, const float *row,
+                                            int64_t left) {
+    uint64_t k[6];
+#pragma GCC unroll 6
+    for (int c = 0; c < 6; c++) {
+        vmask in = lane_mask(left - VW * c, 0);
+        k[c] = _mm512_mask_cmp_ps_mask(in, vload_mask(row + VW * c, in), vzero(), _CMP_NEQ_UQ);
+    }
+    *lo = k[0] | k[1] << 16 | k[2] << 32;
+    *hi = k[3] | k[4] << 16 | k[5] << 32;
+}
+
+// Appends to tile list `list` (count at list[0]) the rows p0 + i, i < rows, whose bits
+// under `field` are not all 0, from bits[i] (LIST_BLOCK words, 0 past rows), 16 rows at a
+// time; a compressed vector is stored whole only where the list has room for it.
+ALWAYS_INLINE KERNEL_TARGET void append_rows(int32_t *list, const uint64_t *bits, uint64_t field,
+                                             int64_t p0, int rows) {
+    const __m512i f = _mm512_set1_epi64((long long)field);
+    int64_t n = list[0];
+    for (int i = 0; i < rows; i += VW) {
+        vmask hit = (vmask)(_mm512_test_epi64_mask(_mm512_loadu_si512(bits + i), f) |
+                            _mm512_test_epi64_mask(_mm512_loadu_si512(bits + i + 8), f) << 8);
+        veci at = iadd(iota(), iset1((int)(p0 + i)));
+        if (i + VW <= rows) {  // n <= p0 + i: the 16 stored ints stay within the m rows
+            _mm512_storeu_si512(list + 1 + n, _mm512_maskz_compress_epi32(hit, at));
+        } else {
+            int32_t rest[VW];
+            _mm512_storeu_si512(rest, _mm512_maskz_compress_epi32(hit, at));
+            for (int q = 0; q < __builtin_popcount(hit); q++) list[1 + n + q] = rest[q];
+        }
+        n += __builtin_popcount(hit);
+    }
+    list[0] = (int32_t)n;
+}
+
 KERNEL_TARGET void mnc_sparse_dw_lists_avx512(int32_t *lists, const float *x, int64_t m, int64_t d,
                                               int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
-        int64_t p0 = t * MR;
-        int32_t *list = lists + t * (m + 1);
-        list[0] =
-            (int32_t)steps_across_rows(list + 1, x + p0, d, d - p0 < MR ? (int)(d - p0) : MR, m);
+    uint64_t lo[LIST_BLOCK], hi[LIST_BLOCK];
+    for (int64_t t = t0; t < t1; t++) lists[t * (m + 1)] = 0;
+    for (int64_t g0 = t0 / LIST_GROUP * LIST_GROUP; g0 < t1; g0 += LIST_GROUP) {
+        const int64_t pixel = g0 * MR;
+        for (int64_t p0 = 0; p0 < m; p0 += LIST_BLOCK) {
+            const int rows = m - p0 < LIST_BLOCK ? (int)(m - p0) : LIST_BLOCK;
+            for (int i = 0; i < rows; i++)
+                group_bits(lo + i, hi + i, x + (p0 + i) * d + pixel, d - pixel);
+            for (int i = rows; i < (rows + VW - 1) / VW * VW; i++) lo[i] = hi[i] = 0;
+            for (int b = 0; b < LIST_GROUP; b++) {
+                int64_t t = g0 + b;
+                if (t < t0 || t >= t1) continue;
+                uint64_t field = (uint64_t)((1u << MR) - 1) << (MR * (b % 8));
+                append_rows(lists + t * (m + 1), b < 8 ? lo : hi, field, p0, rows);
+            }
+        }
     }
 }
 
