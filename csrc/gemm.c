@@ -10,8 +10,8 @@
 //    An A tile whose rows would crowd a few L1 sets (transposed: a multiple of 512 B
 //    apart; untransposed, on a target with an A packer: 4 KiB), or, transposed, whose
 //    rows are too far apart for the stride prefetcher and too many to stay in L1 beside a
-//    B panel, and that is reused across >= PACK_A_MIN_PANELS panels is first copied to
-//    k-major form.
+//    B panel or reused by many panels, and that is reused across >= PACK_A_MIN_PANELS
+//    panels is first copied to k-major form.
 //  - B is read in place when untransposed, one KC block of it fits DIRECT_B_BYTES and its
 //    rows are less than DIRECT_B_MAX_LDB floats apart (the small model's weights and
 //    gradients), or only one row tile uses it. A transposed B (NT/TT) or another one is
@@ -78,13 +78,16 @@
 #define PACK_A_MIN_PANELS 4
 
 // It is also copied when its rows are more than PACK_A_FAR_BYTES apart, beyond the reach
-// of the L1 stride prefetcher (every k is then a demand miss), and its lines (one per k)
-// with one B panel (kc x NR floats) would fill more than PACK_A_L1_BYTES, half the L1: the
-// B panels streaming through then evict the A lines before the next panel reads them (the
-// input layer's weight gradient, A = the batch at 3136 B per row, from depth 128 on
-// AVX-512 and 256 on AVX2).
+// of the L1 stride prefetcher (every k is then a demand miss), and either its lines (one
+// per k) with one B panel (kc x NR floats) would fill more than PACK_A_L1_BYTES, half the
+// L1 (the B panels streaming through then evict the A lines before the next panel reads
+// them), or a column block has at least PACK_A_FAR_PANELS panels (the misses of the first
+// panel's pass then weigh less as one contiguous copy than in the kernel). The input
+// layer's weight gradient, A = the batch at 3136 B per row, is copied from depth 128 on
+// AVX-512 and 256 on AVX2, or from 512 columns on AVX-512 and 256 on AVX2.
 #define PACK_A_FAR_BYTES 2048
 #define PACK_A_L1_BYTES (24 << 10)
+#define PACK_A_FAR_PANELS 16
 
 // An untransposed A tile (MR rows lda apart, read as MR streams) is copied the same way
 // when its rows are a multiple of 4 KiB apart, where the MR lines the kernel reads at
@@ -478,7 +481,8 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
         slot_panels = 1;
     }
     int64_t depth = g->kb > 0 && beta == 0.0f ? g->kb : kc;  // of one microkernel call
-    int far_a = lda * 4 > PACK_A_FAR_BYTES && depth * (64 + nr * 4) > PACK_A_L1_BYTES;
+    int far_a = lda * 4 > PACK_A_FAR_BYTES &&
+                (depth * (64 + nr * 4) > PACK_A_L1_BYTES || panels >= PACK_A_FAR_PANELS);
     g->pack_a = g->trans_a ? lda % PACK_A_LDA == 0 || far_a
                            : g->t->pack_a != NULL && lda % PACK_A_ROWS_LDA == 0;
     g->slot_b = kc * nr * slot_panels;
