@@ -16,6 +16,9 @@
 // names of the six functions: UKERNEL, PACK_B, PACK_BT, ROW, ROW_T and FMA_CHAINS.
 #define NR (2 * VW)
 
+#if ROW_MID != 4 && ROW_MID != 8
+#error "row_tail dispatches tails of up to 4 or 8 vectors"
+#endif
 #if MR != 6 && MR != 12
 #error "the tile's rows are addressed in threes, and dispatched for 6 or 12 of them"
 #endif
@@ -238,6 +241,34 @@ ALWAYS_INLINE KERNEL_TARGET void row_block(const int nv, const int partial, int 
     }
 }
 
+// The last n <= VW * ROW_MID columns of a row in one block (the last vector partial when
+// n is not a multiple of VW), so that their chains interleave: in blocks of one vector
+// each would wait out the FMA latency of all k steps in turn.
+#define ROW_TAIL_CASE(V)                                                           \
+    case V:                                                                        \
+        if (last < VW) row_block(V, 1, last, k, alpha, a, inc_a, b, ldb, beta, c); \
+        else row_block(V, 0, VW, k, alpha, a, inc_a, b, ldb, beta, c);             \
+        break;
+ALWAYS_INLINE KERNEL_TARGET void row_tail(int64_t n, int64_t k, float alpha, const float *a,
+                                          int64_t inc_a, const float *b, int64_t ldb, float beta,
+                                          float *c) {
+    int nv = (int)((n + VW - 1) / VW), last = (int)(n - (int64_t)(nv - 1) * VW);
+    switch (nv) {
+        ROW_TAIL_CASE(1)
+        ROW_TAIL_CASE(2)
+        ROW_TAIL_CASE(3)
+        ROW_TAIL_CASE(4)
+#if ROW_MID > 4
+        ROW_TAIL_CASE(5)
+        ROW_TAIL_CASE(6)
+        ROW_TAIL_CASE(7)
+        ROW_TAIL_CASE(8)
+#endif
+        default: break;
+    }
+}
+#undef ROW_TAIL_CASE
+
 #define ROW_CHUNK 1024  // columns per pass of the row kernel (their chains: 4 KiB of L1)
 #define ROW_GROUP 4     // rows of B per step of the row kernel: 4 sequential streams
 
@@ -256,9 +287,7 @@ KERNEL_TARGET void ROW(int64_t k, int64_t n, float alpha, const float *a, int64_
             row_block(ROW_VECTORS, 0, VW, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
         for (; j + VW * ROW_MID <= n; j += VW * ROW_MID)
             row_block(ROW_MID, 0, VW, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-        for (; j + VW <= n; j += VW)
-            row_block(1, 0, VW, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
-        if (j < n) row_block(1, 1, (int)(n - j), k, alpha, a, inc_a, b + j, ldb, beta, c + j);
+        if (j < n) row_tail(n - j, k, alpha, a, inc_a, b + j, ldb, beta, c + j);
         return;
     }
     vec acc[ROW_CHUNK / VW];

@@ -386,6 +386,25 @@ def test_row_kernel_bits_do_not_depend_on_where_b_starts(isa, k):
     reference.assert_close(results[0], reference.gemm(a, b, trans_b=True), bound, isa)
 
 
+def test_row_kernel_every_width_of_its_register_blocks(isa):
+    """m = 1, B untransposed, every width up to one past the widest register block: the
+    blocks of whole vectors and the tails of 1 to 8 vectors, the last whole or partial,
+    give the reference's values, and each column the bits of the same column alone (its
+    chain does not depend on the columns beside it)."""
+    rng = np.random.default_rng(15)
+    k = 19
+    a = rng.standard_normal((1, k)).astype(np.float32)
+    b_all = rng.standard_normal((k, 24 * 16 + 1)).astype(np.float32)
+    c_all = rng.standard_normal((1, b_all.shape[1])).astype(np.float32)
+    for n in range(1, b_all.shape[1] + 1):
+        b = np.ascontiguousarray(b_all[:, :n])
+        got = check(a, b, c_all[:, :n].copy(), False, False, 0.5, 2.0, f"{isa} 1x{n}x{k}")
+        last = _kernels.sgemm(
+            a, np.ascontiguousarray(b[:, -1:]), c_all[:, n - 1 : n].copy(), alpha=0.5, beta=2.0
+        )
+        np.testing.assert_array_equal(got[:, -1:], last, err_msg=f"{isa} 1x{n}x{k}")
+
+
 @pytest.mark.parametrize("trans", TRANSPOSES, ids=TRANS_IDS)
 def test_no_access_outside_the_operands(isa, trans):
     rng = np.random.default_rng(9)
