@@ -101,6 +101,10 @@
 #define SPLIT_KB 256
 #define PACK_B_BYTES (1 << 20)
 
+// The most packed B a part copies again when a team splits rows to keep off C's shared
+// lines (mnc_gemm_plan_init).
+#define ROWS_FIRST_MAX_B_BYTES (256 << 10)
+
 // Per-target block sizes and microkernel, filled from gemm_kernel.h. KC is MNC_GEMM_KC on
 // every target (it is part of the rounding contract); NC bounds the packed B block
 // (KC × NC floats per column block) so that it stays in L2.
@@ -248,9 +252,10 @@ static int partial_in_place(const mnc_gemm_plan *g) {
 // twice). A B read in place goes by rows unless panels give the busiest thread a share
 // at least 10% smaller: each thread then multiplies its own A tiles by every panel of a
 // B small enough to sit in every core's L2, and in a training step its rows of the
-// batch are the ones it gathered, already in its cache.
-static int split_panels(int64_t panels, int64_t row_tiles, int team, int packed_b) {
-    if (panels < team) return 0;
+// batch are the ones it gathered, already in its cache. With rows_first (see
+// mnc_gemm_plan_init), rows whenever every thread gets some.
+static int split_panels(int64_t panels, int64_t row_tiles, int team, int packed_b, int rows_first) {
+    if (panels < team || (rows_first && row_tiles >= team)) return 0;
     if (row_tiles < team) return 1;
     // ceil(x / team) / x compared across the two splits, without division.
     int64_t by_panels = ceil_div(panels, team) * row_tiles;
@@ -258,8 +263,10 @@ static int split_panels(int64_t panels, int64_t row_tiles, int team, int packed_
     return packed_b ? by_panels <= by_rows : by_panels * 10 < by_rows * 9;
 }
 
-static int64_t panels_per_part(int64_t panels, int64_t row_tiles, int team, int packed_b) {
-    return split_panels(panels, row_tiles, team, packed_b) ? ceil_div(panels, team) : panels;
+static int64_t panels_per_part(const mnc_gemm_plan *g, int64_t panels, int64_t row_tiles) {
+    return split_panels(panels, row_tiles, g->team, g->b_packed, g->rows_first)
+               ? ceil_div(panels, g->team)
+               : panels;
 }
 
 // The tiles of virtual thread `part` of g->team: in every column block, a contiguous range
@@ -273,7 +280,7 @@ static void gemm_part(const mnc_gemm_plan *g, float *buf, int part) {
     for (int64_t jc = 0; jc < g->n; jc += g->nc) {
         int64_t panels = ceil_div(min64(g->nc, g->n - jc), nr_tile);
         int64_t q0 = 0, q1 = panels, i0 = 0, i1 = row_tiles;
-        if (split_panels(panels, row_tiles, g->team, g->b_packed)) {
+        if (split_panels(panels, row_tiles, g->team, g->b_packed, g->rows_first)) {
             q0 = panels * part / g->team, q1 = panels * (part + 1) / g->team;
         } else {
             i0 = row_tiles * part / g->team, i1 = row_tiles * (part + 1) / g->team;
@@ -456,10 +463,13 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
         (g->trans_b || (m > mr && ((double)min64(KC, k) * (double)n * 4.0 > DIRECT_B_BYTES ||
                                    ldb >= DIRECT_B_MAX_LDB)));
     g->kb = k > SPLIT_KB ? SPLIT_KB : 0;
+    // The depth of one microkernel call, and of the deepest packed B block (only a first
+    // KC block with beta == 0 has sub-blocks).
+    int64_t depth = g->kb > 0 && beta == 0.0f ? g->kb : min64(KC, k);
+    int64_t pack_depth = k <= KC ? depth : min64(KC, k);
     if (g->b_packed) {
-        // As many columns as keep a packed block (depth × nc) within PACK_B_BYTES.
-        int64_t depth = g->kb > 0 && beta == 0.0f && k <= KC ? g->kb : min64(KC, k);
-        int64_t nc = PACK_B_BYTES / (depth * 4) / nr * nr;
+        // As many columns as keep a packed block (pack_depth × nc) within PACK_B_BYTES.
+        int64_t nc = PACK_B_BYTES / (pack_depth * 4) / nr * nr;
         g->nc = min64(nc > g->t->nc ? nc : g->t->nc, n);
     }
 
@@ -470,17 +480,28 @@ int mnc_gemm_plan_init(mnc_gemm_plan *g, int trans_a, int trans_b, int64_t m, in
     g->team = mnc_team_size(n_threads, work, min_flops);
     if (g->team > tiles) g->team = (int)tiles;
 
+    // Parts on neighbouring panels of a C whose panel boundaries are not on 64-byte lines
+    // (its start, its row stride or the panel's width off a multiple) write a shared line in
+    // every row, which crosses between the cores at each tile's store: at 2 threads with C
+    // 16 bytes off a line (NumPy guarantees 16), 256x128x32 NT ran 2.9x slower and
+    // 128x128x128 NT 12%. Such a C goes by rows, unless each part would then pack more than
+    // ROWS_FIRST_MAX_B_BYTES of B again: packing W_1's 4 MiB on both cores cost 4-22% of
+    // the wide net's 1024-wide GEMMs, the shared lines 2-3%.
+    int c_lines_shared =
+        g->c_panel == 0 && ((uintptr_t)c % 64 != 0 || ldc % 16 != 0 || nr % 16 != 0);
+    g->rows_first =
+        c_lines_shared && (!g->b_packed || pack_depth * g->nc * 4 <= ROWS_FIRST_MAX_B_BYTES);
+
     int64_t kc = min64(KC, k);
     int64_t slot_panels = 0;
     if (g->b_packed) {  // the most panels one part packs, in a full or the last block
         int64_t last = ceil_div(n - (ceil_div(n, g->nc) - 1) * g->nc, nr);
-        slot_panels = panels_per_part(panels, row_tiles, g->team, 1);
-        if (panels_per_part(last, row_tiles, g->team, 1) > slot_panels)
-            slot_panels = panels_per_part(last, row_tiles, g->team, 1);
+        slot_panels = panels_per_part(g, panels, row_tiles);
+        if (panels_per_part(g, last, row_tiles) > slot_panels)
+            slot_panels = panels_per_part(g, last, row_tiles);
     } else if (n % nr != 0 && !partial_in_place(g)) {
         slot_panels = 1;
     }
-    int64_t depth = g->kb > 0 && beta == 0.0f ? g->kb : kc;  // of one microkernel call
     int far_a = lda * 4 > PACK_A_FAR_BYTES &&
                 (depth * (64 + nr * 4) > PACK_A_L1_BYTES || panels >= PACK_A_FAR_PANELS);
     g->pack_a = g->trans_a ? lda % PACK_A_LDA == 0 || far_a

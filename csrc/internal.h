@@ -110,6 +110,7 @@ typedef struct mnc_gemm_plan {
     int64_t slot_b;  // the B panels' part of it
     int row_path;    // m == 1: the target's row kernel (row_t for a transposed B)
     int team;        // parts (1 <= team <= n_threads)
+    int rows_first;  // parts split the rows whenever there are enough (gemm.c: C's lines)
     // B's and C's column panels (mnc_gemm_panels), or 0.
     int64_t b_panel, c_panel;
 } mnc_gemm_plan;

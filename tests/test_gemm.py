@@ -581,6 +581,31 @@ def test_bits_do_not_depend_on_thread_count(isa, m, n, k, trans_a, trans_b):
         np.testing.assert_array_equal(many, one, err_msg=f"{isa} n_threads={n_threads}")
 
 
+@pytest.mark.parametrize(
+    "m,n,k,trans_b", [(256, 128, 32, True), (128, 100, 128, True), (200, 96, 64, False)]
+)
+def test_c_off_a_cache_line_splits_rows_with_the_same_bits(isa, m, n, k, trans_b):
+    """A C whose panel boundaries are not on 64-byte lines (a start off a line, as NumPy's
+    16-byte alignment allows, or a row of 100 floats), which a team splits by rows rather
+    than column panels (gemm.c): at every offset and thread count the bits of one thread
+    on an aligned C, and the reference's values."""
+    rng = np.random.default_rng(16)
+    a, b, c0 = operands(rng, m, n, k, False, trans_b)
+    bias = rng.standard_normal(n).astype(np.float32)
+    kwargs = dict(trans_b=trans_b, alpha=0.5, beta=2.0, bias=bias)
+    one = check(a, b, c0, False, trans_b, 0.5, 2.0, f"{isa} {m}x{n}x{k}", bias=bias)
+    for offset in (0, 1, 4, 13):  # floats past a line
+        buf = np.zeros(m * n + 32, np.float32)
+        start = (-buf.ctypes.data // 4) % 16 + offset
+        c = buf[start : start + m * n].reshape(m, n)
+        for n_threads in (1, 2, 3):
+            c[...] = c0
+            _kernels.sgemm(a, b, c, n_threads=n_threads, **kwargs)
+            np.testing.assert_array_equal(
+                c, one, err_msg=f"{isa} C +{offset} floats, {n_threads} threads"
+            )
+
+
 def run_on(isa, *args, **kwargs):
     previous = _kernels.isa_active()
     _kernels.set_isa(isa)
