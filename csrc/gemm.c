@@ -8,10 +8,10 @@
 // The model's operands live in L2, so packing is done only where it pays (BLIS "sup"):
 //  - A is read in place: MR row streams (NN/NT) or MR contiguous floats per k (TN/TT).
 //    An A tile whose rows would crowd a few L1 sets (transposed: a multiple of 512 B
-//    apart; untransposed, on a target with an A packer: 4 KiB), or, transposed, whose
-//    rows are too far apart for the stride prefetcher and too many to stay in L1 beside a
-//    B panel or reused by many panels, and that is reused across >= PACK_A_MIN_PANELS
-//    panels is first copied to k-major form.
+//    apart; untransposed, on AVX2 and AVX-512: 4 KiB), or, transposed, whose rows are
+//    too far apart for the stride prefetcher and too many to stay in L1 beside a B panel
+//    or reused by many panels, and that is reused across >= PACK_A_MIN_PANELS panels is
+//    first copied to k-major form.
 //  - B is read in place when untransposed, one KC block of it fits DIRECT_B_BYTES and its
 //    rows are less than DIRECT_B_MAX_LDB floats apart (the small model's weights and
 //    gradients), or only one row tile uses it. A transposed B (NT/TT) or another one is
@@ -91,10 +91,10 @@
 
 // An untransposed A tile (MR rows lda apart, read as MR streams) is copied the same way
 // when its rows are a multiple of 4 KiB apart, where the MR lines the kernel reads at
-// each k all fall in one L1 set, and the target has a packer: AVX-512's 12 rows fill a
-// 12-way set, so every line of B passing through evicts one of them, while AVX2's 6 rows
-// leave room, as do rows 2 KiB apart (two sets). The packer transposes in registers; a
-// scalar copy would cost about what the copy saves.
+// each k all fall in one L1 set: AVX-512's 12 rows fill a 12-way set and AVX2's 6 most
+// of an 8-way one (AMD's 32 KiB L1), so the lines of B passing through evict them. Rows
+// 2 KiB apart (two sets) leave room. The packer transposes in registers; a scalar copy
+// would cost about what the copy saves.
 #define PACK_A_ROWS_LDA 1024
 
 // The deepest sub-block of a KC block (see the top) and the size of a packed B block.
@@ -133,7 +133,8 @@ static const gemm_target targets[3] = {
                       .pack_b = mnc_gemm_pack_b_avx2,
                       .pack_bt = mnc_gemm_pack_bt_avx2,
                       .row = mnc_gemm_row_avx2,
-                      .row_t = mnc_gemm_row_t_avx2},
+                      .row_t = mnc_gemm_row_t_avx2,
+                      .pack_a = mnc_gemm_pack_a_avx2},
     [MNC_ISA_AVX512] = {.mr = MNC_AVX512_MR,
                         .nr = MNC_AVX512_NR,
                         .nc = 256,

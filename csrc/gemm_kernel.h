@@ -73,7 +73,8 @@
 // And a packer for an untransposed A tile (NULL: such tiles are read in place), to the
 // k-major form the kernel reads with cs_a = MR:
 //
-//   dst[p * MR + r] = a[r * lda + p]   for r < mr, p < kc   (rows mr..MR-1: unspecified)
+//   dst[p * MR + r] = a[r * lda + p]   for r < mr, p < kc   (rows mr..MR-1: unspecified;
+//                                                          nothing past dst[kc * MR])
 //
 // gemm.c uses it when the tile's rows are a multiple of 4 KiB apart (see gemm.c).
 //
@@ -133,6 +134,7 @@ void mnc_gemm_pack_b_avx2(float *dst, int64_t panel_stride, const float *b, int6
                           int64_t n);
 void mnc_gemm_pack_bt_avx2(float *dst, int64_t panel_stride, const float *b, int64_t ldb,
                            int64_t kc, int64_t n);
+void mnc_gemm_pack_a_avx2(float *dst, const float *a, int64_t lda, int64_t kc, int mr);
 void mnc_gemm_row_avx2(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,
                        const float *b, int64_t ldb, float beta, float *c);
 void mnc_gemm_row_avx512(int64_t k, int64_t n, float alpha, const float *a, int64_t inc_a,

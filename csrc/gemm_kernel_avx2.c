@@ -23,6 +23,7 @@
 #define UKERNEL mnc_gemm_ukernel_avx2
 #define PACK_B mnc_gemm_pack_b_avx2
 #define PACK_BT mnc_gemm_pack_bt_avx2
+#define PACK_A mnc_gemm_pack_a_avx2
 #define ROW mnc_gemm_row_avx2
 #define ROW_T mnc_gemm_row_t_avx2
 #define FMA_CHAINS mnc_fma_chains_avx2

@@ -1,8 +1,7 @@
 // gemm_kernel_avx512.c — the AVX-512 SGEMM kernels (contract in gemm_kernel.h): the
 // width-generic kernels of gemm_kernel_simd.h on zmm vectors (vec_avx512.h: a 12×32
-// tile of 24 accumulators, row blocks up to 384 columns, 16×16 transposes), and the A
-// tile packer, which only this target uses (gemm.c says why). Only these functions use
-// AVX-512; gemm.c calls them after mnc_isa_active() said so.
+// tile of 24 accumulators, row blocks up to 384 columns, 16×16 transposes). Only these
+// functions use AVX-512; gemm.c calls them after mnc_isa_active() said so.
 #include "gemm_kernel.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -15,31 +14,10 @@
 #define UKERNEL mnc_gemm_ukernel_avx512
 #define PACK_B mnc_gemm_pack_b_avx512
 #define PACK_BT mnc_gemm_pack_bt_avx512
+#define PACK_A mnc_gemm_pack_a_avx512
 #define ROW mnc_gemm_row_avx512
 #define ROW_T mnc_gemm_row_t_avx512
 #define FMA_CHAINS mnc_fma_chains_avx512
 #include "gemm_kernel_simd.h"
-
-// An untransposed A tile in k-major form (gemm_kernel.h): VW k at a time, read as mr
-// runs and transposed in registers; the lanes of rows mr..MR-1 store 0.
-#if MR > VW
-#error "one k of an A tile must fit one vector"
-#endif
-KERNEL_TARGET void mnc_gemm_pack_a_avx512(float *dst, const float *a, int64_t lda, int64_t kc,
-                                          int mr) {
-    const vmask one_k = lane_mask(MR, 0);
-    for (int64_t p0 = 0; p0 < kc; p0 += VW) {
-        int kp = kc - p0 < VW ? (int)(kc - p0) : VW;
-        vec r[VW];
-        load_transposed(r, a + p0, lda, mr, kp);
-        float *d = dst + p0 * MR;
-        if (kp == VW) {
-#pragma GCC unroll 16
-            for (int q = 0; q < VW; q++) vstore_mask(d + q * MR, one_k, r[q]);
-        } else {
-            for (int q = 0; q < kp; q++) vstore_mask(d + q * MR, one_k, r[q]);
-        }
-    }
-}
 
 #endif  // x86-64

@@ -8,12 +8,14 @@
 //    transposed A need no other code path; the epilogue is applied in registers;
 //  - the row kernels for m == 1: register blocks up to ROW_VECTORS vectors of columns,
 //    then whole-row passes; a transposed B through VW×VW register transposes;
-//  - the B panel packers (a transposed B through the same transposes);
+//  - the B panel packers (a transposed B through the same transposes) and the A tile
+//    packer (MR rows to k-major form, through them too);
 //  - peak.c's yardstick: the tile's FMAs without the memory traffic.
 // The including file also defines MR (6 or 12), ROW_VECTORS and ROW_MID (the row
 // kernel's register blocks, in vectors), B_MASKED_MAX (VW: a B panel of fewer than VW
 // columns is read with masked loads, only its nr columns; 0: always NR columns) and the
-// names of the six functions: UKERNEL, PACK_B, PACK_BT, ROW, ROW_T and FMA_CHAINS.
+// names of the seven functions: UKERNEL, PACK_B, PACK_BT, PACK_A, ROW, ROW_T and
+// FMA_CHAINS.
 #define NR (2 * VW)
 
 #if ROW_MID != 4 && ROW_MID != 8
@@ -21,6 +23,9 @@
 #endif
 #if MR != 6 && MR != 12
 #error "the tile's rows are addressed in threes, and dispatched for 6 or 12 of them"
+#endif
+#if MR > VW
+#error "one k of an A tile must fit one vector"
 #endif
 
 // rows_a != 0: A(r, p) = a[r * rs_a + p] (row-major A); else A(r, p) = a[p * cs_a + r].
@@ -177,6 +182,34 @@ KERNEL_TARGET void PACK_BT(float *dst, int64_t panel_stride, const float *b, int
                 } else {
                     for (int q = 0; q < kp; q++) vstoreu(d + q * NR, r[q]);
                 }
+            }
+        }
+    }
+}
+
+// An untransposed A tile in k-major form (gemm_kernel.h: dst[p * MR + r]): VW k at a
+// time, read as mr runs and transposed in registers; rows mr..MR-1 give 0. One k is the
+// first MR lanes of a vector. Where masked stores are slow (VSTORE_MASK_FAST 0: AVX2 on
+// AMD) each is stored whole, its last VW - MR lanes landing on the next k's place before
+// that k's store overwrites them, and only the tile's last k with the mask, so nothing
+// lands past the tile.
+KERNEL_TARGET void PACK_A(float *dst, const float *a, int64_t lda, int64_t kc, int mr) {
+    const vmask one_k = lane_mask(MR, 0);
+    for (int64_t p0 = 0; p0 < kc; p0 += VW) {
+        int kp = kc - p0 < VW ? (int)(kc - p0) : VW;
+        vec r[VW];
+        load_transposed(r, a + p0, lda, mr, kp);
+        float *d = dst + p0 * MR;
+        if (p0 + VW < kc) {
+#pragma GCC unroll 16
+            for (int q = 0; q < VW; q++) {
+                if (VSTORE_MASK_FAST) vstore_mask(d + q * MR, one_k, r[q]);
+                else vstoreu(d + q * MR, r[q]);
+            }
+        } else {
+            for (int q = 0; q < kp; q++) {
+                if (VSTORE_MASK_FAST || q == kp - 1) vstore_mask(d + q * MR, one_k, r[q]);
+                else vstoreu(d + q * MR, r[q]);
             }
         }
     }

@@ -37,6 +37,7 @@ typedef __m256i vmask;  // a lane mask: lane i is in when its sign bit is set
 #define vload_mask _mm256_maskload_ps
 #define vstore_mask _mm256_maskstore_ps
 #define vload_part(p, m, full) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
+#define VSTORE_MASK_FAST 0  // vmaskmov stores are slow on AMD
 
 ALWAYS_INLINE KERNEL_TARGET void vstore_part(float *p, vmask m, int full, vec v) {
     if (full) _mm256_storeu_ps(p, v);

@@ -37,6 +37,7 @@ typedef __mmask16 vmask;  // a lane mask: bit i = lane i
 #define vstore_mask(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
 #define vload_part(p, m, full) ((void)(full), vload_mask(p, m))
 #define vstore_part(p, m, full, v) ((void)(full), vstore_mask(p, m, v))
+#define VSTORE_MASK_FAST 1  // a masked store costs what a full one does
 
 // Lanes of columns [VW v, VW v + VW) that are < n.
 ALWAYS_INLINE KERNEL_TARGET vmask lane_mask(int64_t n, int v) {

@@ -439,7 +439,7 @@ def test_no_access_outside_the_operands(isa, trans):
 
 def test_a_rows_4kib_apart_through_the_c_api(isa):
     """An untransposed A whose rows are 4 KiB apart (lda = 1024) is copied to k-major form
-    16 k at a time (AVX-512). Through the C API, with k below lda and not a multiple of
+    VW k at a time (AVX2, AVX-512). Through the C API, with k below lda and not a multiple of
     16, every edge of that copy runs; each product must be bit for bit the one of a
     contiguous copy of A (lda = k, read in place): the same chains."""
     import ctypes
