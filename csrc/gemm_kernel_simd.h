@@ -200,17 +200,11 @@ KERNEL_TARGET void PACK_A(float *dst, const float *a, int64_t lda, int64_t kc, i
         vec r[VW];
         load_transposed(r, a + p0, lda, mr, kp);
         float *d = dst + p0 * MR;
-        if (p0 + VW < kc) {
+        const int64_t last = kc - 1 - p0;  // the tile's last k, when in this block
 #pragma GCC unroll 16
-            for (int q = 0; q < VW; q++) {
-                if (VSTORE_MASK_FAST) vstore_mask(d + q * MR, one_k, r[q]);
-                else vstoreu(d + q * MR, r[q]);
-            }
-        } else {
-            for (int q = 0; q < kp; q++) {
-                if (VSTORE_MASK_FAST || q == kp - 1) vstore_mask(d + q * MR, one_k, r[q]);
-                else vstoreu(d + q * MR, r[q]);
-            }
+        for (int q = 0; q < kp; q++) {
+            if (VSTORE_MASK_FAST || q == last) vstore_mask(d + q * MR, one_k, r[q]);
+            else vstoreu(d + q * MR, r[q]);
         }
     }
 }
